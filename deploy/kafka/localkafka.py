@@ -512,7 +512,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "stop":
             was = stop(broker)
-            print(f"Kafka on {broker.bootstrap} {'stopped' if was else 'was not running'}")
+            print(
+                f"Kafka on {broker.bootstrap} {'stopped' if was else 'was not running'}"
+            )
         else:
             was = down(broker)
             state = "stopped" if was else "was not running"
