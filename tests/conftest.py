@@ -34,6 +34,8 @@ _topic_counter = itertools.count()
 
 
 def _load_launcher() -> ModuleType:
+    if "localkafka" in sys.modules:
+        return sys.modules["localkafka"]
     path = ROOT / "deploy" / "kafka" / "localkafka.py"
     spec = importlib.util.spec_from_file_location("localkafka", path)
     assert spec is not None and spec.loader is not None
@@ -70,6 +72,9 @@ def kafka_bootstrap() -> Iterator[str]:
 
     launcher = _load_launcher()
     broker = launcher.Broker.from_env()
+    if launcher.answers(broker.bootstrap):
+        yield broker.bootstrap  # a broker someone else started: use it, leave it
+        return
     try:
         started = launcher.up(broker)
     except launcher.LauncherError as exc:
@@ -79,6 +84,12 @@ def kafka_bootstrap() -> Iterator[str]:
     finally:
         if started:
             launcher.down(broker)
+
+
+@pytest.fixture(scope="session")
+def local_launcher() -> ModuleType:
+    """The ``deploy/kafka/localkafka.py`` module, for tests of the launcher itself."""
+    return _load_launcher()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,70 @@
+# fraudstream: common tasks. `make demo` and `make test` are the two to know.
+#
+# Everything runs inside a virtualenv at $(VENV), created on first use with a
+# Python >= 3.11. The local Kafka launcher needs only java (17+) and mvn.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PY := $(VENV)/bin/python
+KAFKA := python3 deploy/kafka/localkafka.py
+# Re-install whenever the dependency list changes.
+INSTALLED := $(VENV)/.installed
+
+.PHONY: help install test lint demo bench bench-quick kafka-up kafka-status kafka-stop kafka-down clean
+
+help:
+	@echo "make demo          train on synthetic data, stream it through the worker, print a summary"
+	@echo "make test          install everything and run the whole test suite against a real broker"
+	@echo "make install       create $(VENV) and install fraudstream with the train and test extras"
+	@echo "make lint          ruff and mypy"
+	@echo "make bench         throughput and latency benchmark (bench/results/latest.json)"
+	@echo "make kafka-up      start the local Kafka broker on 127.0.0.1:\$${KAFKA_PORT:-9092}"
+	@echo "make kafka-status  is it running, where, which pid"
+	@echo "make kafka-down    stop it and delete its data"
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "fraudstream needs Python >= 3.11; found $$($(PYTHON) --version 2>&1) at $(PYTHON). Set PYTHON=/path/to/python3.11." >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[train,test]'
+	@touch $@
+
+# The session fixture in tests/conftest.py starts the local broker when none is
+# reachable and stops only a broker it started itself.
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+	$(PY) -m mypy worker trainer schemas
+
+demo: install
+	$(PY) deploy/demo.py
+
+bench: install
+	$(PY) -m bench.run
+
+bench-quick: install
+	$(PY) -m bench.run --quick
+
+kafka-up:
+	@$(KAFKA) up
+
+kafka-status:
+	@$(KAFKA) status
+
+kafka-stop:
+	@$(KAFKA) stop
+
+kafka-down:
+	@$(KAFKA) down
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache out
