@@ -19,6 +19,13 @@ Environment:
         ``~/.cache/fraudstream``). Jars live in ``kafka-<version>/libs``, each
         broker's data and log in ``kafka-<version>/run/<port>``.
     KAFKA_HEAP_OPTS: JVM heap flags (default ``-Xms256m -Xmx1g``).
+    KAFKA_SCRAM_USERS: ``user=password`` pairs separated by commas. When set, the
+        broker stores these SCRAM-SHA-512 credentials and opens the listeners below.
+    KAFKA_SCRAM_PORT: a SASL_PLAINTEXT listener with SCRAM-SHA-512 (default
+        KAFKA_PORT + 2, only with KAFKA_SCRAM_USERS).
+    KAFKA_TLS_PORT: a SASL_SSL listener with SCRAM-SHA-512 (default KAFKA_PORT + 3,
+        only with KAFKA_SCRAM_USERS). Its self-signed certificate for 127.0.0.1 and
+        localhost is written to ``run/<port>/tls/ca.pem`` for clients to trust.
 
 Only the standard library is used, so this runs before any virtualenv exists.
 It is also imported by ``tests/conftest.py``.
@@ -84,6 +91,22 @@ def _port_from_env(name: str, default: int) -> int:
     return port
 
 
+def _scram_users_from_env() -> tuple[tuple[str, str], ...]:
+    raw = os.environ.get("KAFKA_SCRAM_USERS", "")
+    users = []
+    for pair in filter(None, (p.strip() for p in raw.split(","))):
+        name, sep, password = pair.partition("=")
+        # The storage tool parses credentials as name=...,password=... in brackets.
+        if not sep or not name or not password or set(name + password) & set('[]=,"'):
+            raise LauncherError(
+                "KAFKA_SCRAM_USERS must be user=password pairs separated by commas, "
+                "without [ ] = , or quotes inside names and passwords; got an entry "
+                f"starting {pair[:3]!r}"
+            )
+        users.append((name, password))
+    return tuple(users)
+
+
 @dataclass(frozen=True)
 class Broker:
     """Where one local broker lives: its ports, files and process id."""
@@ -91,16 +114,42 @@ class Broker:
     port: int
     controller_port: int
     home: Path
+    scram_users: tuple[tuple[str, str], ...] = ()
+    scram_port: int | None = None
+    tls_port: int | None = None
 
     @classmethod
     def from_env(cls) -> Broker:
         port = _port_from_env("KAFKA_PORT", 9092)
         controller = _port_from_env("KAFKA_CONTROLLER_PORT", port + 1)
-        if controller == port:
+        users = _scram_users_from_env()
+        scram = _port_from_env("KAFKA_SCRAM_PORT", port + 2) if users else None
+        tls = _port_from_env("KAFKA_TLS_PORT", port + 3) if users else None
+        ports = [p for p in (port, controller, scram, tls) if p is not None]
+        if len(set(ports)) != len(ports):
             raise LauncherError(
-                f"KAFKA_CONTROLLER_PORT must differ from KAFKA_PORT, both are {port}"
+                "KAFKA_PORT, KAFKA_CONTROLLER_PORT, KAFKA_SCRAM_PORT and "
+                f"KAFKA_TLS_PORT must all differ; got {ports}"
             )
-        return cls(port, controller, cache_root() / f"kafka-{kafka_version()}")
+        home = cache_root() / f"kafka-{kafka_version()}"
+        return cls(port, controller, home, users, scram, tls)
+
+    @property
+    def scram_bootstrap(self) -> str | None:
+        return None if self.scram_port is None else f"127.0.0.1:{self.scram_port}"
+
+    @property
+    def tls_bootstrap(self) -> str | None:
+        return None if self.tls_port is None else f"127.0.0.1:{self.tls_port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.run_dir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """PEM certificate that clients of the TLS listener trust."""
+        return self.tls_dir / "ca.pem"
 
     @property
     def bootstrap(self) -> str:
@@ -311,7 +360,65 @@ def _server_properties(broker: Broker) -> str:
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "true",
     }
+    if broker.scram_users:
+        settings.update(_secured_listener_settings(broker, settings))
     return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def _secured_listener_settings(broker: Broker, base: dict[str, str]) -> dict[str, str]:
+    # Inter-broker and controller traffic stay on the plaintext listeners; only
+    # clients authenticate, which is all a single local node needs.
+    login = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    extra = {
+        "SCRAM": ("SASL_PLAINTEXT", broker.scram_port),
+        "TLS": ("SASL_SSL", broker.tls_port),
+    }
+    settings = {
+        "listeners": base["listeners"]
+        + "".join(f",{name}://127.0.0.1:{port}" for name, (_, port) in extra.items()),
+        "advertised.listeners": base["advertised.listeners"]
+        + "".join(f",{name}://127.0.0.1:{port}" for name, (_, port) in extra.items()),
+        "listener.security.protocol.map": base["listener.security.protocol.map"]
+        + "".join(f",{name}:{protocol}" for name, (protocol, _) in extra.items()),
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "listener.name.scram.scram-sha-512.sasl.jaas.config": login,
+        "listener.name.tls.scram-sha-512.sasl.jaas.config": login,
+        "listener.name.tls.ssl.keystore.type": "PKCS12",
+        "listener.name.tls.ssl.keystore.location": str(broker.tls_dir / "broker.p12"),
+        "listener.name.tls.ssl.keystore.password": _KEYSTORE_PASSWORD,
+        "listener.name.tls.ssl.key.password": _KEYSTORE_PASSWORD,
+    }
+    return settings
+
+
+# The keystore holds a throwaway self-signed key made for this local broker only.
+_KEYSTORE_PASSWORD = "fraudstream-local"
+
+
+def _make_certificate(broker: Broker) -> None:
+    keystore = broker.tls_dir / "broker.p12"
+    if keystore.exists() and broker.ca_file.exists():
+        return
+    keytool = shutil.which("keytool")
+    if keytool is None:
+        raise LauncherError(
+            "keytool was not found on PATH; it ships with the JDK and makes the TLS "
+            "listener's certificate (Debian: apt-get install openjdk-17-jdk-headless)"
+        )
+    broker.tls_dir.mkdir(parents=True, exist_ok=True)
+    common = ["-storetype", "PKCS12", "-keystore", str(keystore)]
+    common += ["-storepass", _KEYSTORE_PASSWORD, "-alias", "broker"]
+    for args in (
+        ["-genkeypair", "-keyalg", "RSA", "-keysize", "2048", "-validity", "30"]
+        + ["-dname", "CN=localhost", "-ext", "SAN=ip:127.0.0.1,dns:localhost"]
+        + ["-keypass", _KEYSTORE_PASSWORD],
+        ["-exportcert", "-rfc", "-file", str(broker.ca_file)],
+    ):
+        result = subprocess.run(
+            [keytool, *args, *common], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise LauncherError(f"keytool failed:\n{result.stdout}{result.stderr}")
 
 
 def _log4j_config(broker: Broker) -> Path:
@@ -328,6 +435,12 @@ def _log4j_config(broker: Broker) -> Path:
         "logger.config.level = WARN\n"
     )
     return path
+
+
+def _redact(text: str, broker: Broker) -> str:
+    for _, password in broker.scram_users:
+        text = text.replace(password, "[redacted]")
+    return text
 
 
 def _classpath(libs: Path) -> str:
@@ -351,6 +464,14 @@ def _format_storage(java: str, broker: Broker, props: Path, log4j: Path) -> None
             cluster_id,
             "-c",
             str(props),
+            *(
+                arg
+                for name, password in broker.scram_users
+                for arg in (
+                    "--add-scram",
+                    f"SCRAM-SHA-512=[name={name},password={password}]",
+                )
+            ),
         ],
         capture_output=True,
         text=True,
@@ -359,7 +480,7 @@ def _format_storage(java: str, broker: Broker, props: Path, log4j: Path) -> None
     if result.returncode != 0:
         raise LauncherError(
             f"formatting the KRaft storage in {broker.data_dir} failed:\n"
-            f"{result.stdout}{result.stderr}"
+            f"{_redact(result.stdout + result.stderr, broker)}"
         )
 
 
@@ -371,9 +492,13 @@ def up(broker: Broker) -> bool:
     if broker.pid() is not None and answers(broker.bootstrap):
         return False
     java = _require_java()
-    for port, what in ((broker.port, "KAFKA_PORT"), (broker.controller_port, None)):
-        if _port_in_use(port):
-            setting = what or "KAFKA_CONTROLLER_PORT"
+    for port, setting in (
+        (broker.port, "KAFKA_PORT"),
+        (broker.controller_port, "KAFKA_CONTROLLER_PORT"),
+        (broker.scram_port, "KAFKA_SCRAM_PORT"),
+        (broker.tls_port, "KAFKA_TLS_PORT"),
+    ):
+        if port is not None and _port_in_use(port):
             raise LauncherError(
                 f"127.0.0.1:{port} is already in use by another process; stop it or "
                 f"choose a free port with {setting}=... "
@@ -381,6 +506,8 @@ def up(broker: Broker) -> bool:
             )
     ensure_jars(broker)
     broker.run_dir.mkdir(parents=True, exist_ok=True)
+    if broker.scram_users:
+        _make_certificate(broker)
     props = broker.run_dir / "server.properties"
     props.write_text(_server_properties(broker))
     log4j = _log4j_config(broker)
@@ -481,6 +608,18 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log was written)"
 
 
+def _secured_summary(broker: Broker) -> str:
+    if not broker.scram_users:
+        return ""
+    users = ", ".join(name for name, _ in broker.scram_users)
+    return (
+        f"\n  scram:     {broker.scram_bootstrap} (SASL_PLAINTEXT, SCRAM-SHA-512)"
+        f"\n  tls:       {broker.tls_bootstrap} (SASL_SSL, SCRAM-SHA-512)"
+        f"\n  ca:        {broker.ca_file}"
+        f"\n  users:     {users}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "status", "stop", "down"])
@@ -497,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  bootstrap: {broker.bootstrap}\n"
                 f"  pid:       {broker.pid()}\n"
                 f"  log:       {broker.log_file}"
+                f"{_secured_summary(broker)}"
             )
         elif args.command == "status":
             pid = broker.pid()

@@ -6,19 +6,21 @@ import socket
 from types import ModuleType
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port_pair(launcher: ModuleType) -> int:
-    """Return a port p such that p and p + 1 are both free on 127.0.0.1."""
+def _free_ports(launcher: ModuleType, count: int = 4) -> int:
+    """Return a port p such that p .. p + count - 1 are all free on 127.0.0.1."""
     for _ in range(50):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port < 65535 and not launcher._port_in_use(port + 1):
-            return int(port)
-    raise RuntimeError("no two adjacent free ports found on 127.0.0.1")
+            port = int(probe.getsockname()[1])
+        following = range(port + 1, port + count)
+        if port + count <= 65535 and not any(map(launcher._port_in_use, following)):
+            return port
+    raise RuntimeError(f"no {count} adjacent free ports found on 127.0.0.1")
 
 
 @pytest.fixture
@@ -28,8 +30,10 @@ def launcher(local_launcher: ModuleType) -> ModuleType:
 
 @pytest.fixture
 def spare_broker(launcher, monkeypatch):
-    monkeypatch.setenv("KAFKA_PORT", str(_free_port_pair(launcher)))
-    monkeypatch.delenv("KAFKA_CONTROLLER_PORT", raising=False)
+    monkeypatch.setenv("KAFKA_PORT", str(_free_ports(launcher)))
+    for name in ("KAFKA_CONTROLLER_PORT", "KAFKA_SCRAM_PORT", "KAFKA_TLS_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("KAFKA_SCRAM_USERS", raising=False)
     broker = launcher.Broker.from_env()
     yield broker
     launcher.down(broker)
@@ -73,3 +77,61 @@ def test_status_command_exits_non_zero_when_nothing_runs(
 ):
     assert launcher.main(["status"]) == 3
     assert f"not running on {spare_broker.bootstrap}" in capsys.readouterr().out
+
+
+def _list_topics(config: dict[str, str]) -> list[KafkaError]:
+    """Ask for metadata; return the errors the client reported (empty if it worked)."""
+    errors: list[KafkaError] = []
+    client = Producer({**config, "error_cb": errors.append, "log_level": 0})
+    try:
+        client.list_topics(timeout=5)
+    except KafkaException:
+        client.poll(1)  # serves error_cb with the reason the connection failed
+    return errors
+
+
+def test_scram_and_tls_listeners_accept_only_the_configured_credentials(
+    launcher, monkeypatch
+):
+    monkeypatch.setenv("KAFKA_PORT", str(_free_ports(launcher)))
+    monkeypatch.setenv("KAFKA_SCRAM_USERS", "alice=alice-secret,bob=bob-secret")
+    broker = launcher.Broker.from_env()
+    try:
+        launcher.up(broker)
+        scram = {
+            "bootstrap.servers": broker.scram_bootstrap,
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": "alice",
+            "sasl.password": "alice-secret",
+        }
+        tls = {
+            **scram,
+            "bootstrap.servers": broker.tls_bootstrap,
+            "security.protocol": "SASL_SSL",
+            "ssl.ca.location": str(broker.ca_file),
+            "sasl.username": "bob",
+            "sasl.password": "bob-secret",
+        }
+        assert _list_topics(scram) == []
+        assert _list_topics(tls) == []
+
+        wrong = _list_topics({**scram, "sasl.password": "not-alices"})
+        assert wrong and wrong[0].code() == KafkaError._AUTHENTICATION
+        untrusted = _list_topics(
+            {k: v for k, v in tls.items() if k != "ssl.ca.location"}
+        )
+        assert untrusted and "certificate verify failed" in untrusted[0].str()
+    finally:
+        launcher.down(broker)
+    assert (
+        "alice-secret" not in broker.log_file.parent.joinpath("server.properties").name
+    )
+
+
+def test_malformed_scram_users_are_rejected_with_the_expected_format(
+    launcher, monkeypatch
+):
+    monkeypatch.setenv("KAFKA_SCRAM_USERS", "alice")
+    with pytest.raises(launcher.LauncherError, match="user=password pairs"):
+        launcher.Broker.from_env()
