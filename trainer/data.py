@@ -1,0 +1,235 @@
+"""Training data: read and validate the CSV, or generate it, then split it.
+
+The input schema is the public credit-card fraud dataset's: columns ``V1``..``V28``,
+``Amount`` and ``Class`` (0 legitimate, 1 fraud), optionally ``Time`` and any other
+columns, which are ignored. Every rule broken is reported with the column and the
+first offending row, counted from 1 after the header line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from trainer.errors import DataValidationError
+from trainer.synthetic import FEATURE_COLUMNS, SyntheticData, generate
+
+__all__ = [
+    "LABEL_COLUMN",
+    "Dataset",
+    "Split",
+    "from_synthetic",
+    "load_csv",
+    "split",
+    "write_csv",
+]
+
+logger = logging.getLogger(__name__)
+
+LABEL_COLUMN = "Class"
+
+# The original recipe: stratified 80/20 with random_state 0. The validation slice
+# takes the same share of the training part, stratified with the same state.
+_TEST_SHARE = 0.2
+_VALIDATION_SHARE = 0.2
+_SPLIT_RANDOM_STATE = 0
+
+# Both splits are stratified, so each class needs a member in every part.
+_MIN_ROWS_PER_CLASS = 3
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Validated rows ready for training.
+
+    Attributes:
+        features: float32 array (n, 29), columns in ``FEATURE_COLUMNS`` order.
+        labels: int8 array of 0 and 1.
+        source: the CSV path, or ``"synthetic"``.
+        sha256: hex digest of the CSV file bytes; None for synthetic data.
+        seed: the generator seed for synthetic data; None for a file.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    source: str
+    sha256: str | None
+    seed: int | None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train, validation and test parts; the test part serves the final report only."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def row_counts(self) -> dict[str, int]:
+        """Return the number of rows per part."""
+        return {
+            "train": len(self.y_train),
+            "validation": len(self.y_val),
+            "test": len(self.y_test),
+        }
+
+
+def load_csv(path: Path) -> Dataset:
+    """Read and validate a CSV in the credit-card dataset's schema.
+
+    Raises:
+        DataValidationError: the file is missing or unreadable, or a required
+            column is absent, not numeric, not finite, a label is not 0 or 1, or a
+            class has fewer rows than a stratified split needs.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataValidationError(
+            f"cannot read training data {path}: {exc.strerror or exc}; "
+            "pass an existing CSV file with --data"
+        ) from exc
+    digest = hashlib.sha256(raw).hexdigest()
+
+    try:
+        # Strings first, so a bad cell can be reported exactly as written.
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataValidationError(
+            f"cannot parse {path} as CSV with a header line: {exc}"
+        ) from exc
+
+    features, labels = _validate(frame, path)
+    logger.info(
+        "training data loaded path=%s rows=%d frauds=%d sha256=%s",
+        path,
+        len(labels),
+        int(labels.sum()),
+        digest[:12],
+    )
+    return Dataset(features, labels, source=str(path), sha256=digest, seed=None)
+
+
+def from_synthetic(n_rows: int, seed: int) -> Dataset:
+    """Generate ``n_rows`` synthetic rows and check they can be split.
+
+    Raises:
+        DataValidationError: too few rows for a stratified split of the frauds.
+    """
+    data = generate(n_rows, seed=seed)
+    _check_class_counts(data.labels, f"synthetic data of {n_rows} rows")
+    logger.info(
+        "synthetic data generated rows=%d frauds=%d seed=%d",
+        n_rows,
+        int(data.labels.sum()),
+        seed,
+    )
+    return Dataset(
+        data.features.astype(np.float32),
+        data.labels,
+        source="synthetic",
+        sha256=None,
+        seed=seed,
+    )
+
+
+def write_csv(data: SyntheticData, path: Path) -> None:
+    """Write generated rows as a CSV in the real dataset's column layout."""
+    frame = pd.DataFrame(data.features, columns=list(FEATURE_COLUMNS))
+    frame.insert(0, "Time", data.time)
+    frame[LABEL_COLUMN] = data.labels
+    frame.to_csv(path, index=False, float_format="%.15g")
+
+
+def split(dataset: Dataset) -> Split:
+    """Split into stratified train, validation and test parts, the same every time."""
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        dataset.features,
+        dataset.labels,
+        test_size=_TEST_SHARE,
+        stratify=dataset.labels,
+        random_state=_SPLIT_RANDOM_STATE,
+    )
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest,
+        y_rest,
+        test_size=_VALIDATION_SHARE,
+        stratify=y_rest,
+        random_state=_SPLIT_RANDOM_STATE,
+    )
+    return Split(x_train, y_train, x_val, y_val, x_test, y_test)
+
+
+def _validate(frame: pd.DataFrame, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Return features and labels, or raise naming the first broken rule."""
+    required = [*FEATURE_COLUMNS, LABEL_COLUMN]
+    missing = [name for name in required if name not in frame.columns]
+    if missing:
+        raise DataValidationError(
+            f"{path} lacks required column(s) {', '.join(missing)}; expected "
+            f"V1..V28, Amount and {LABEL_COLUMN} (Time optional), found "
+            f"{', '.join(map(str, frame.columns)) or 'no columns'}"
+        )
+    if frame.empty:
+        raise DataValidationError(f"{path} has a header line but no data rows")
+
+    values = np.empty((len(frame), len(required)), dtype=np.float64)
+    for index, name in enumerate(required):
+        values[:, index] = _numeric_column(frame[name], name, path)
+
+    labels = values[:, -1]
+    bad = np.flatnonzero((labels != 0.0) & (labels != 1.0))
+    if bad.size:
+        row = int(bad[0])
+        raise DataValidationError(
+            f"{path}: column {LABEL_COLUMN} row {row + 1}: expected 0 or 1, "
+            f"found {frame[LABEL_COLUMN].iloc[row]!r}"
+        )
+    int_labels = labels.astype(np.int8)
+    _check_class_counts(int_labels, str(path))
+    return values[:, :-1].astype(np.float32), int_labels
+
+
+def _numeric_column(column: pd.Series, name: str, path: Path) -> np.ndarray:
+    """Convert a column of strings to finite floats, or raise at the first bad cell."""
+    text = column.str.strip()
+    numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(numbers))
+    if bad.size:
+        row = int(bad[0])
+        found = column.iloc[row]
+        if found.strip() == "":
+            problem = "found an empty cell"
+        elif np.isnan(numbers[row]) and found.strip().lower() not in ("nan", "-nan"):
+            problem = f"found {found!r}, which is not a number"
+        else:
+            problem = f"found {found!r}, which is not finite"
+        raise DataValidationError(
+            f"{path}: column {name} row {row + 1}: expected a finite number, {problem}"
+        )
+    return numbers
+
+
+def _check_class_counts(labels: np.ndarray, what: str) -> None:
+    """Raise unless each class has enough rows for the stratified splits."""
+    frauds = int(labels.sum())
+    legit = len(labels) - frauds
+    for count, name in ((legit, "legitimate (0)"), (frauds, "fraud (1)")):
+        if count < _MIN_ROWS_PER_CLASS:
+            raise DataValidationError(
+                f"{what} has {count} {name} row(s) in column {LABEL_COLUMN}; "
+                f"training needs both classes with at least {_MIN_ROWS_PER_CLASS} "
+                "rows each for the stratified train/validation/test split"
+            )
