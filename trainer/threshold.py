@@ -84,7 +84,10 @@ def choose(
     if target_met:
         best = int(np.flatnonzero(feasible)[-1])
     else:
-        f1 = np.where(tp > 0, 2 * precision * recall / (precision + recall), 0.0)
+        both = precision + recall
+        f1 = np.divide(
+            2 * precision * recall, both, out=np.zeros_like(both), where=both > 0
+        )
         candidates = np.flatnonzero(within_budget)
         if candidates.size == 0:
             candidates = np.array([0])
