@@ -1,0 +1,637 @@
+"""The worker's run loop: Kafka in, micro-batches through the model, records out.
+
+One pass of the loop, in order:
+
+1. poll a batch of up to ``max_batch_size`` records, waiting ``max_batch_wait_ms``;
+2. decode them into the float32 batch matrix, setting bad ones aside;
+3. score the matrix with one onnxruntime call;
+4. produce alerts, optional scores and dead letters;
+5. serve delivery reports and retire batches whose outputs are all acknowledged;
+6. commit the offsets that are now safe (at a bounded interval).
+
+In exactly-once mode steps 4 to 6 become one Kafka transaction per batch: the outputs
+and the consumed offsets commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+from worker.config import Settings
+from worker.decode import DecodedBatch, Decoder
+from worker.errors import DeliveryError, FencedError, KafkaFatalError
+from worker.metrics import Metrics
+from worker.model import Model
+from worker.offsets import OffsetLedger, PendingBatch, TopicPartitionKey
+from worker.outputs import alert_value, dead_letter_headers, rfc3339_ms, score_value
+
+__all__ = ["Worker"]
+
+logger = logging.getLogger(__name__)
+
+# Shutdown and revocation wait this long for outstanding acks; past it, offsets of the
+# unacknowledged batches are simply not committed.
+_FLUSH_TIMEOUT_S = 30.0
+# Transaction calls block on the broker; this bounds a stuck call before it is retried.
+_TXN_TIMEOUT_S = 30.0
+# Lag needs one cached watermark lookup per partition; every few seconds is plenty.
+_LAG_INTERVAL_S = 5.0
+# When librdkafka's queue is full, serve delivery reports this long and retry.
+_QUEUE_FULL_WAIT_S = 0.05
+# A consumer error repeated every poll would flood the log; repeat at most this often.
+_ERROR_LOG_INTERVAL_S = 10.0
+
+_FENCING_CODES = frozenset(
+    {
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    }
+)
+
+ClientFactory = Callable[[dict[str, Any]], Any]
+
+
+class Worker:
+    """Consume, score and publish until ``stop()`` is called or a fatal error occurs.
+
+    Args:
+        settings: validated settings.
+        model: the loaded model; its feature names fix the decoding.
+        metrics: metrics registered on the registry the HTTP server exposes.
+        consumer_factory: builds the consumer from a librdkafka config dict.
+        producer_factory: builds the producer from a librdkafka config dict.
+
+    Note:
+        In at-least-once mode an alert can repeat after a crash or a rebalance, for
+        at most the batches whose offsets were not yet committed; consumers dedupe on
+        transaction_id. Exactly-once mode removes the repeats for read_committed
+        readers.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: Model,
+        metrics: Metrics,
+        consumer_factory: ClientFactory = Consumer,
+        producer_factory: ClientFactory = Producer,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.metrics = metrics
+        self.threshold = (
+            settings.threshold
+            if settings.threshold is not None
+            else model.info.threshold
+        )
+        self.exactly_once = settings.processing_guarantee == "exactly-once"
+        self.decoder = Decoder(
+            model.info.features, settings.alert_key_field, settings.max_event_bytes
+        )
+        self._matrix = np.zeros((settings.max_batch_size, model.width), np.float32)
+        self._ledger = OffsetLedger()
+        self._positions: dict[TopicPartitionKey, int] = {}
+        self._assigned: set[TopicPartitionKey] = set()
+        self._stopping = False
+        self._fatal: KafkaError | None = None
+        self._last_error_log = 0.0
+        self._kafka_logger = logging.getLogger("worker.kafka")
+        self._producer = producer_factory(self._producer_config())
+        self._consumer = consumer_factory(self._consumer_config())
+        metrics.model_info.labels(model.info.model_version, f"{self.threshold:g}").set(
+            1
+        )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True when partitions are assigned (the model is loaded by construction)."""
+        return bool(self._assigned) and not self._stopping
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in flight and shut down; signal-safe."""
+        self._stopping = True
+
+    def run(self) -> int:
+        """Run until stopped; return the process exit code (0 after a clean stop).
+
+        Raises:
+            DeliveryError: an output was refused; safe offsets were committed first.
+            KafkaFatalError: librdkafka reported a fatal error.
+            FencedError: exactly-once mode, another instance took over.
+        """
+        settings = self.settings
+        if self.exactly_once:
+            self._call_txn(self._producer.init_transactions, _TXN_TIMEOUT_S)
+        self._consumer.subscribe(
+            [settings.input_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        logger.info("worker started %s", settings.describe())
+        clean = False
+        try:
+            if self.exactly_once:
+                self._run_transactional()
+            else:
+                self._run_at_least_once()
+            clean = True
+        finally:
+            self._shutdown(clean)
+        return 0
+
+    def _shutdown(self, clean: bool) -> None:
+        self._stopping = True
+        self.metrics.ready.set(0)
+        logger.info("worker stopping clean=%s", clean)
+        if not self.exactly_once and self._fatal is None:
+            self._producer.flush(_FLUSH_TIMEOUT_S)
+            self._retire()
+            self._commit(asynchronous=False)
+        try:
+            self._consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            logger.warning("consumer close failed: %s", exc)
+        logger.info("worker stopped")
+
+    # -- at-least-once ---------------------------------------------------------
+
+    def _run_at_least_once(self) -> None:
+        consumer = self._consumer
+        producer = self._producer
+        size = self.settings.max_batch_size
+        wait_s = self.settings.max_batch_wait_ms / 1000.0
+        commit_every_s = self.settings.commit_interval_ms / 1000.0
+        next_commit = time.monotonic() + commit_every_s
+        next_lag = time.monotonic() + _LAG_INTERVAL_S
+        while not self._stopping:
+            # 1. poll a batch
+            messages = consumer.consume(size, wait_s)
+            self._raise_if_fatal()
+
+            # 2.-4. decode, score, produce
+            if messages:
+                batch = self._process(messages)
+                if batch is not None:
+                    self._ledger.add(batch)
+
+            # 5. delivery reports, then retire fully acknowledged batches
+            producer.poll(0)
+            self._retire()
+            failure = self._ledger.failure
+            if failure is not None:
+                self._commit(asynchronous=False)
+                raise DeliveryError(
+                    f"expected the broker to accept every output, found "
+                    f"{failure.errors[0]} ({len(failure.errors)} refused in one "
+                    "batch); offsets stop before that batch. Check the output "
+                    "topics exist and accept these records, then restart"
+                )
+
+            # 6. commit safe offsets
+            now = time.monotonic()
+            if now >= next_commit:
+                self._commit(asynchronous=True)
+                next_commit = now + commit_every_s
+            if now >= next_lag:
+                self._update_lag()
+                next_lag = now + _LAG_INTERVAL_S
+
+    def _retire(self) -> None:
+        for batch in self._ledger.collect():
+            self._observe_latency(batch)
+
+    def _commit(self, asynchronous: bool) -> None:
+        offsets = self._ledger.uncommitted()
+        if not offsets:
+            return
+        partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            self._consumer.commit(offsets=partitions, asynchronous=asynchronous)
+        except KafkaException as exc:
+            logger.warning("offset commit failed: %s", exc.args[0])
+            return
+        self._ledger.mark_committed(offsets)
+        if not asynchronous:
+            logger.debug("offsets committed %s", offsets)
+
+    # -- exactly-once ----------------------------------------------------------
+
+    def _run_transactional(self) -> None:
+        consumer = self._consumer
+        producer = self._producer
+        size = self.settings.max_batch_size
+        wait_s = self.settings.max_batch_wait_ms / 1000.0
+        next_lag = time.monotonic() + _LAG_INTERVAL_S
+        while not self._stopping:
+            # 1. poll a batch
+            messages = consumer.consume(size, wait_s)
+            self._raise_if_fatal()
+            if not messages:
+                producer.poll(0)
+                continue
+
+            # 2.-4. decode, score, produce inside a transaction
+            self._call_txn(producer.begin_transaction)
+            batch = self._process(messages)
+            if batch is None:
+                self._call_txn(producer.abort_transaction, _TXN_TIMEOUT_S)
+                continue
+
+            # 5.-6. the consumed offsets join the transaction, which commits both
+            offsets = [
+                TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()
+            ]
+            try:
+                producer.send_offsets_to_transaction(
+                    offsets, consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
+                )
+                self._commit_transaction()
+            except _AbortableError as exc:
+                logger.warning(
+                    "transaction aborted, rewinding %d partitions: %s",
+                    len(offsets),
+                    exc,
+                )
+                self._call_txn(producer.abort_transaction, _TXN_TIMEOUT_S)
+                self._rewind(messages)
+                continue
+            except KafkaException as exc:
+                self._raise_transaction_error(exc)
+            batch.seal()
+            self.metrics.commits.inc()
+            self._observe_latency(batch)
+            now = time.monotonic()
+            if now >= next_lag:
+                self._update_lag()
+                next_lag = now + _LAG_INTERVAL_S
+
+    def _commit_transaction(self) -> None:
+        while True:
+            try:
+                self._producer.commit_transaction(_TXN_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.retriable() and not err.txn_requires_abort():
+                    logger.warning("transaction commit retried: %s", err)
+                    continue
+                if err.txn_requires_abort():
+                    raise _AbortableError(str(err)) from exc
+                raise
+
+    def _call_txn(self, call: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return call(*args)
+        except KafkaException as exc:
+            self._raise_transaction_error(exc)
+
+    def _raise_transaction_error(self, exc: KafkaException) -> None:
+        err: KafkaError = exc.args[0]
+        if err.code() in _FENCING_CODES or "fenced" in str(err).lower():
+            raise FencedError(
+                f"expected to own transactional id {self.settings.transactional_id!r}, "
+                f"found another instance using it ({err}); this instance stops. Give "
+                "each instance its own --instance-id"
+            ) from exc
+        if err.txn_requires_abort():
+            raise _AbortableError(str(err)) from exc
+        raise KafkaFatalError(
+            f"expected the transaction call to succeed, found {err}; "
+            "check the broker's transaction coordinator and restart"
+        ) from exc
+
+    def _rewind(self, messages: Sequence[Any]) -> None:
+        first: dict[TopicPartitionKey, int] = {}
+        for message in messages:
+            key = (message.topic(), message.partition())
+            first.setdefault(key, message.offset())
+        for (topic, partition), offset in first.items():
+            if (topic, partition) not in self._assigned:
+                continue
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+
+    # -- one batch -------------------------------------------------------------
+
+    def _process(self, messages: list[Any]) -> PendingBatch | None:
+        """Decode, score and produce one batch; return it for tracking."""
+        good = [m for m in messages if m.error() is None]
+        if len(good) != len(messages):
+            self._log_consumer_errors(messages)
+            if not good:
+                return None
+            messages = good
+
+        values: list[bytes | None] = []
+        timestamps: list[int] = []
+        last_offset: dict[int, int] = {}
+        add_value = values.append
+        add_timestamp = timestamps.append
+        for message in messages:
+            add_value(message.value())
+            last_offset[message.partition()] = message.offset()
+            add_timestamp(message.timestamp()[1])
+        topic = self.settings.input_topic
+        next_offsets = {(topic, p): o + 1 for p, o in last_offset.items()}
+        self._positions.update(next_offsets)
+        batch = PendingBatch(
+            next_offsets, np.asarray(timestamps, dtype=np.int64), self._on_refused
+        )
+        count = len(messages)
+
+        # 2. decode
+        decoded = self.decoder.decode_into(values, self._matrix)
+
+        # 3. score
+        scores = np.empty(0, dtype=np.float32)
+        if decoded.count:
+            started = time.perf_counter()
+            scores = self.model.score(self._matrix[: decoded.count])
+            self.metrics.inference_seconds.observe(time.perf_counter() - started)
+
+        # 4. produce
+        scored_at = rfc3339_ms(time.time())
+        alerts = self._produce_scores(messages, decoded, scores, scored_at, batch)
+        if decoded.dead:
+            self._produce_dead_letters(messages, decoded, batch)
+        batch.seal()
+
+        metrics = self.metrics
+        metrics.events_consumed.inc(count)
+        metrics.batches.inc()
+        metrics.batch_size.observe(count)
+        if alerts:
+            metrics.alerts.inc(alerts)
+        return batch
+
+    def _produce_scores(
+        self,
+        messages: list[Any],
+        decoded: DecodedBatch,
+        scores: np.ndarray,
+        scored_at: str,
+        batch: PendingBatch,
+    ) -> int:
+        if not decoded.count:
+            return 0
+        threshold = self.threshold
+        version = self.model.info.model_version
+        decoder = self.decoder
+        topic = self.settings.input_topic
+        hits = np.flatnonzero(scores >= threshold)
+        for row in hits.tolist():
+            event = decoded.events[row]
+            message = messages[decoded.indexes[row]]
+            value = alert_value(
+                decoder.read_transaction_id(event),
+                float(scores[row]),
+                threshold,
+                version,
+                decoder.read_event_time(event),
+                scored_at,
+                topic,
+                message.partition(),
+                message.offset(),
+            )
+            key = decoder.read_key(event).encode()
+            self._produce(self.settings.alerts_topic, value, key, None, batch)
+        scores_topic = self.settings.scores_topic
+        if scores_topic:
+            as_floats = scores.tolist()
+            for row, event in enumerate(decoded.events):
+                message = messages[decoded.indexes[row]]
+                score = as_floats[row]
+                value = score_value(
+                    decoder.read_transaction_id(event),
+                    score,
+                    threshold,
+                    version,
+                    decoder.read_event_time(event),
+                    scored_at,
+                    topic,
+                    message.partition(),
+                    message.offset(),
+                    score >= threshold,
+                )
+                key = decoder.read_key(event).encode()
+                self._produce(scores_topic, value, key, None, batch)
+        return len(hits)
+
+    def _produce_dead_letters(
+        self, messages: list[Any], decoded: DecodedBatch, batch: PendingBatch
+    ) -> None:
+        reasons = collections.Counter(letter.reason for letter in decoded.dead)
+        for reason, count in reasons.items():
+            self.metrics.dead_letters.labels(reason).inc(count)
+        dlq = self.settings.dlq_topic
+        if not dlq:
+            return
+        version = self.model.info.model_version
+        topic = self.settings.input_topic
+        for letter in decoded.dead:
+            message = messages[letter.index]
+            headers = dead_letter_headers(
+                letter, topic, message.partition(), message.offset(), version
+            )
+            self._produce(dlq, message.value(), message.key(), headers, batch)
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+        batch: PendingBatch,
+    ) -> None:
+        batch.expect()
+        while True:
+            try:
+                if headers is None:
+                    self._producer.produce(
+                        topic, value, key, on_delivery=batch.on_delivery
+                    )
+                else:
+                    self._producer.produce(
+                        topic,
+                        value,
+                        key,
+                        on_delivery=batch.on_delivery,
+                        headers=headers,
+                    )
+                return
+            except BufferError:
+                self._producer.poll(_QUEUE_FULL_WAIT_S)
+
+    # -- callbacks and housekeeping -------------------------------------------
+
+    def _observe_latency(self, batch: PendingBatch) -> None:
+        if batch.done_at is None:
+            return
+        stamps = batch.timestamps_ms
+        stamps = stamps[stamps > 0]
+        if stamps.size:
+            latency = batch.done_at - stamps.astype(np.float64) / 1000.0
+            self.metrics.end_to_end_latency.observe_many(np.maximum(latency, 0.0))
+
+    def _on_refused(self, err: KafkaError) -> None:
+        self.metrics.produce_errors.inc()
+        logger.error("output refused by the broker: %s", err)
+
+    def _on_commit(
+        self, err: KafkaError | None, partitions: list[TopicPartition]
+    ) -> None:
+        if err is not None:
+            logger.warning("offset commit failed: %s", err)
+            return
+        failed = [tp for tp in partitions if tp.error is not None]
+        if failed:
+            logger.warning("offset commit failed for %d partitions", len(failed))
+            return
+        self.metrics.commits.inc()
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = err
+            logger.error("kafka fatal error: %s", err)
+            return
+        now = time.monotonic()
+        if now - self._last_error_log >= _ERROR_LOG_INTERVAL_S:
+            self._last_error_log = now
+            logger.warning("kafka error (the client retries): %s", err)
+
+    def _raise_if_fatal(self) -> None:
+        if self._fatal is not None:
+            raise KafkaFatalError(
+                f"expected a working Kafka client, found a fatal error: {self._fatal}; "
+                "the worker stops; restart it (offsets stop at the last safe batch)"
+            )
+
+    def _log_consumer_errors(self, messages: list[Any]) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log < _ERROR_LOG_INTERVAL_S:
+            return
+        self._last_error_log = now
+        errors = [m.error() for m in messages if m.error() is not None]
+        logger.warning("consumer reported %d errors, first: %s", len(errors), errors[0])
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        self.metrics.ready.set(1 if self._assigned else 0)
+        logger.info(
+            "partitions assigned %s",
+            ",".join(f"{tp.topic}[{tp.partition}]" for tp in partitions),
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        logger.info("partitions revoked count=%d", len(revoked))
+        if not self.exactly_once and self._fatal is None:
+            # Every output of the revoked partitions must be acked before their
+            # offsets are committed, and nothing later than that.
+            self._producer.flush(_FLUSH_TIMEOUT_S)
+            self._retire()
+            offsets = {
+                tp: o for tp, o in self._ledger.uncommitted().items() if tp in revoked
+            }
+            if offsets:
+                partitions_out = [
+                    TopicPartition(t, p, o) for (t, p), o in offsets.items()
+                ]
+                try:
+                    consumer.commit(offsets=partitions_out, asynchronous=False)
+                    self._ledger.mark_committed(offsets)
+                except KafkaException as exc:
+                    logger.warning("commit on revocation failed: %s", exc.args[0])
+        self._drop(revoked)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        logger.warning(
+            "partitions lost count=%d; their offsets are not committed", len(lost)
+        )
+        self._drop(lost)
+
+    def _drop(self, partitions: set[TopicPartitionKey]) -> None:
+        self._ledger.forget(partitions)
+        self._assigned -= partitions
+        for topic, partition in partitions:
+            self._positions.pop((topic, partition), None)
+            try:
+                self.metrics.consumer_lag.remove(topic, str(partition))
+            except KeyError:
+                pass
+        self.metrics.ready.set(1 if self._assigned else 0)
+
+    def _update_lag(self) -> None:
+        for (topic, partition), position in list(self._positions.items()):
+            try:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except KafkaException:
+                continue
+            if high >= 0:
+                self.metrics.consumer_lag.labels(topic, str(partition)).set(
+                    max(high - position, 0)
+                )
+
+    # -- client settings -------------------------------------------------------
+
+    def _consumer_config(self) -> dict[str, Any]:
+        settings = self.settings
+        config: dict[str, Any] = {
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "client.id": "fraud-worker",
+        }
+        config.update(settings.client_config("consumer"))
+        config.update(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "group.id": settings.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "on_commit": self._on_commit,
+                "error_cb": self._on_error,
+                "logger": self._kafka_logger,
+            }
+        )
+        return config
+
+    def _producer_config(self) -> dict[str, Any]:
+        settings = self.settings
+        config: dict[str, Any] = {"linger.ms": 5, "client.id": "fraud-worker"}
+        config.update(settings.client_config("producer"))
+        config.update(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "enable.idempotence": True,
+                "acks": "all",
+                "error_cb": self._on_error,
+                "logger": self._kafka_logger,
+            }
+        )
+        if self.exactly_once:
+            config["transactional.id"] = settings.transactional_id
+        return config
+
+
+class _AbortableError(Exception):
+    """A transaction failed in a way that an abort and a rewind recover from."""

@@ -1,0 +1,84 @@
+"""A small HTTP server for ``/metrics``, ``/healthz`` and ``/readyz``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+__all__ = ["MetricsServer"]
+
+logger = logging.getLogger(__name__)
+
+
+class MetricsServer:
+    """Serve metrics and health in a daemon thread.
+
+    Args:
+        host: bind address.
+        port: TCP port; 0 lets the kernel pick one (read it back from ``port``).
+        registry: the registry to expose on ``/metrics``.
+        is_ready: answers ``/readyz``: 200 when true, 503 otherwise.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        is_ready: Callable[[], bool],
+    ) -> None:
+        handler = _make_handler(registry, is_ready)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics-http", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port."""
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Start serving in the background."""
+        self._thread.start()
+        logger.info("metrics server listening port=%d", self.port)
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _make_handler(
+    registry: CollectorRegistry, is_ready: Callable[[], bool]
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - name fixed by http.server
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._reply(200, b"ok\n", "text/plain")
+            elif path == "/readyz":
+                ready = is_ready()
+                body = b"ready\n" if ready else b"not ready\n"
+                self._reply(200 if ready else 503, body, "text/plain")
+            else:
+                self._reply(404, b"not found\n", "text/plain")
+
+        def _reply(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            return
+
+    return Handler
