@@ -42,7 +42,9 @@ def write(
         json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8"
     )
     (out_dir / "report.md").write_text(_markdown(report), encoding="utf-8")
-    _plot_history(history, out_dir / PLOT_FILES["history"])
+    _plot_history(
+        history, report["training"]["best_epoch"], out_dir / PLOT_FILES["history"]
+    )
     chosen = report["test"]["at_threshold"]
     _plot_confusion(
         chosen["confusion_matrix"], out_dir / PLOT_FILES["confusion_matrix"]
@@ -64,7 +66,8 @@ def _markdown(report: dict[str, Any]) -> str:
         f" of {report['training']['epochs']} (weights of epoch "
         f"{report['training']['best_epoch']}), batch size "
         f"{report['training']['batch_size']}, seed {report['training']['seed']}",
-        f"- Class weight: {report['training']['class_weight'] or 'none'}",
+        f"- Fraud class weight: {_class_weight(report['training']['class_weight'])}"
+        " (training loss includes it; validation loss does not)",
         f"- Training time: {report['training']['seconds']:.1f} s",
         f"- Data: {report['data']['source']} ({report['data']['rows']} rows; "
         f"train {report['rows']['train']}, validation {report['rows']['validation']}"
@@ -72,7 +75,8 @@ def _markdown(report: dict[str, Any]) -> str:
         f"- Threshold: {report['threshold']:.6f} ({policy['kind']}"
         + (
             f"; min precision {policy['min_precision']}, max false alarms per 10k "
-            f"{policy['max_false_alarms_per_10k']}, target met on validation: "
+            f"{_budget(policy['max_false_alarms_per_10k'])}, target met on "
+            "validation: "
             f"{policy['target_met']})"
             if policy["kind"] == "target"
             else ")"
@@ -120,7 +124,17 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plot_history(history: dict[str, list[float]], path: Path) -> None:
+def _budget(limit: float | None) -> str:
+    return "unlimited" if limit is None else f"{limit:g}"
+
+
+def _class_weight(weights: dict[int, float] | None) -> str:
+    if not weights:
+        return "1 (none)"
+    return f"{weights[1]:.2f}"
+
+
+def _plot_history(history: dict[str, list[float]], best_epoch: int, path: Path) -> None:
     epochs = np.arange(1, len(history["loss"]) + 1)
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, key, title in (
@@ -129,6 +143,7 @@ def _plot_history(history: dict[str, list[float]], path: Path) -> None:
     ):
         axis.plot(epochs, history[key], marker="o", label="training")
         axis.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
+        axis.axvline(best_epoch, color="grey", linestyle=":", label="weights kept")
         axis.set_title(f"{title} per epoch")
         axis.set_xlabel("epoch")
         axis.set_ylabel(key)
@@ -140,14 +155,14 @@ def _plot_history(history: dict[str, list[float]], path: Path) -> None:
 
 def _plot_confusion(matrix: dict[str, int], path: Path) -> None:
     cells = np.array([[matrix["tn"], matrix["fp"]], [matrix["fn"], matrix["tp"]]])
-    figure, axis = plt.subplots(figsize=(5, 4.5))
+    figure, axis = plt.subplots(figsize=(6, 4.5))
     image = axis.imshow(cells, cmap="Blues")
     figure.colorbar(image, ax=axis)
     axis.set_xticks([0, 1], labels=_CLASS_NAMES)
     axis.set_yticks([0, 1], labels=_CLASS_NAMES)
     axis.set_xlabel("predicted")
     axis.set_ylabel("actual")
-    axis.set_title("Confusion matrix (test, chosen threshold)")
+    axis.set_title("Test confusion matrix, chosen threshold")
     middle = cells.max() / 2
     for row in range(2):
         for col in range(2):

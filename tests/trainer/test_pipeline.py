@@ -57,6 +57,26 @@ def test_model_json_satisfies_its_schema(synthetic_run: RunResult) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("threshold", 1.0),
+        ("onnx_sha256", "not-hex"),
+        ("model_version", "yesterday"),
+        ("created_at", "2026-12-04 15:30"),
+        ("format_version", 2),
+    ],
+    ids=["threshold-1", "digest", "version", "created-at", "format"],
+)
+def test_schema_rejects_a_broken_model_json(
+    synthetic_run: RunResult, field: str, value: object
+) -> None:
+    broken = {**synthetic_run.metadata, field: value}
+
+    with pytest.raises(jsonschema.ValidationError, match=field):
+        jsonschema.validate(broken, schemas.load("model_metadata"))
+
+
 def test_model_json_describes_the_exported_model(synthetic_run: RunResult) -> None:
     written = json.loads((synthetic_run.out_dir / "model.json").read_text())
     onnx_bytes = (synthetic_run.out_dir / "model.onnx").read_bytes()
