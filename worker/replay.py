@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import logging
 import math
 import os
@@ -701,6 +702,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of --synthetic (default: %(default)s)"
     )
     parser.add_argument(
+        "--id-prefix",
+        metavar="TEXT",
+        help="start of every transaction_id (default: the CSV file's name, or "
+        "syn<seed>); ids are <prefix>-<row index>",
+    )
+    parser.add_argument(
         "--start-time",
         default=DEFAULT_START_TIME,
         help="event_time of Time=0, RFC 3339 (default: %(default)s)",
@@ -758,6 +765,13 @@ def _run(args: argparse.Namespace) -> int:
             f"{args.data} has no Time column to derive event_time from; "
             "pass --event-time now"
         )
+    if args.id_prefix is not None:
+        if not 1 <= len(args.id_prefix) <= _MAX_PREFIX_LEN:
+            raise ReplayError(
+                f"--id-prefix must hold 1 to {_MAX_PREFIX_LEN} characters, got "
+                f"{len(args.id_prefix)}"
+            )
+        source = dataclasses.replace(source, name=args.id_prefix)
     encoder = EventEncoder(source.name, parse_rfc3339(args.start_time), mode)
     bootstrap = args.bootstrap_servers or _bootstrap_default()
     settings: dict[str, str | int | bool] = {
