@@ -1,0 +1,169 @@
+"""The demo driver reads the worker's metrics right and runs end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_EXPOSITION = """\
+# HELP fraud_worker_end_to_end_latency_seconds From Kafka timestamp to ack.
+# TYPE fraud_worker_end_to_end_latency_seconds histogram
+fraud_worker_end_to_end_latency_seconds_bucket{le="0.01"} 50.0
+fraud_worker_end_to_end_latency_seconds_bucket{le="0.02"} 90.0
+fraud_worker_end_to_end_latency_seconds_bucket{le="0.05"} 100.0
+fraud_worker_end_to_end_latency_seconds_bucket{le="+Inf"} 100.0
+fraud_worker_end_to_end_latency_seconds_count 100.0
+fraud_worker_end_to_end_latency_seconds_sum 1.2
+# HELP fraud_worker_dead_letters_total Dead letters.
+# TYPE fraud_worker_dead_letters_total counter
+fraud_worker_dead_letters_total{reason="not_json"} 3.0
+fraud_worker_dead_letters_total{reason="empty"} 2.0
+"""
+_DEMO_TIMEOUT_S = 240
+
+
+def test_metrics_text_is_summed_by_name_and_histograms_keep_their_buckets(demo):
+    snapshot = demo.parse_metrics(_EXPOSITION)
+
+    assert snapshot.get("fraud_worker_dead_letters_total") == 5.0
+    assert snapshot.get("fraud_worker_end_to_end_latency_seconds_count") == 100.0
+    assert snapshot.histogram("fraud_worker_end_to_end_latency_seconds") == (
+        (0.01, 50.0),
+        (0.02, 90.0),
+        (0.05, 100.0),
+        (math.inf, 100.0),
+    )
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [(0.5, 0.01), (0.7, 0.015), (0.9, 0.02), (0.95, 0.035), (0.25, 0.005)],
+    ids=["bucket-edge", "mid-second-bucket", "second-edge", "mid-third", "first"],
+)
+def test_quantiles_interpolate_within_buckets_like_prometheus(demo, q, expected):
+    buckets = demo.parse_metrics(_EXPOSITION).histogram(
+        "fraud_worker_end_to_end_latency_seconds"
+    )
+
+    assert demo.histogram_quantile(q, buckets) == pytest.approx(expected)
+
+
+def test_quantile_in_the_infinite_bucket_is_the_largest_finite_bound(demo):
+    buckets = ((0.1, 10.0), (1.0, 90.0), (math.inf, 100.0))
+
+    assert demo.histogram_quantile(0.99, buckets) == 1.0
+
+
+def test_quantile_of_an_empty_histogram_is_nan(demo):
+    assert math.isnan(demo.histogram_quantile(0.5, ((0.1, 0.0), (math.inf, 0.0))))
+    assert math.isnan(demo.histogram_quantile(0.5, ()))
+
+
+def test_bucket_growth_between_scrapes_is_what_the_phase_observed(demo):
+    before = ((0.01, 40.0), (0.1, 50.0), (math.inf, 50.0))
+    after = ((0.01, 41.0), (0.1, 150.0), (math.inf, 152.0))
+
+    grown = demo.subtract_buckets(after, before)
+
+    assert grown == ((0.01, 1.0), (0.1, 100.0), (math.inf, 102.0))
+
+
+def test_verdict_counts_caught_missed_and_false_alarms_from_the_labels(demo):
+    labels = {"a": 1, "b": 1, "c": 0, "d": 0, "e": 0}
+    alerts = {"a": 0.9, "c": 0.7, "zz-not-replayed": 0.99}
+
+    verdict = demo.Verdict.judge(labels, alerts)
+
+    assert (verdict.events, verdict.frauds, verdict.alerts) == (5, 2, 2)
+    assert (verdict.caught, verdict.missed, verdict.false_alarms) == (1, 1, 1)
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return int(port)
+    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
+
+
+def _check_summary(out: Path, events: int, backlog: int) -> dict:
+    result = json.loads((out / "summary.json").read_text())
+    verdict = result["verdict"]
+    assert verdict["events"] == events + backlog
+    assert result["consumed"] == events + backlog
+    assert verdict["caught"] + verdict["missed"] == verdict["frauds"]
+    assert verdict["caught"] + verdict["false_alarms"] == verdict["alerts"]
+    assert verdict["alerts"] == result["alerts_counted"]
+    backlog_phase, paced = result["phases"]
+    assert backlog_phase["name"] == "backlog" and backlog_phase["throughput"] > 0
+    assert 0 < paced["latency_p50_s"] <= paced["latency_p99_s"]
+    return result
+
+
+@pytest.mark.integration
+def test_demo_on_a_given_broker_uses_private_topics_and_deletes_them(
+    demo, tiny_model_dir, kafka_bootstrap, kafka_admin, tmp_path
+):
+    out = tmp_path / "demo"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    topics_before = set(kafka_admin.list_topics(timeout=10).topics)
+
+    result = subprocess.run(
+        [
+            sys.executable, str(ROOT / "deploy" / "demo.py"),
+            "--model", str(tiny_model_dir), "--out", str(out),
+            "--events", "1500", "--rate", "1000", "--backlog-events", "5000",
+        ],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=_DEMO_TIMEOUT_S,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "frauds caught" in result.stdout and "false alarms" in result.stdout
+    assert "worker stopped (exit code 0)" in result.stdout
+    assert "broker stopped" not in result.stdout
+    _check_summary(out, events=1500, backlog=5000)
+    leftover = set(kafka_admin.list_topics(timeout=10).topics) - topics_before
+    assert not {name for name in leftover if name.startswith("demo-")}
+
+
+@pytest.mark.integration
+def test_demo_from_scratch_trains_starts_a_broker_and_stops_it(demo, tmp_path):
+    launcher = demo.load_launcher()
+    port = _free_port_pair()
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env["KAFKA_PORT"] = str(port)
+    out = tmp_path / "demo"
+    broker = launcher.Broker(port, port + 1, launcher.Broker.from_env().home)
+
+    try:
+        result = subprocess.run(
+            [
+                sys.executable, str(ROOT / "deploy" / "demo.py"), "--out", str(out),
+                "--train-rows", "20000", "--events", "1000", "--rate", "1000",
+                "--backlog-events", "10000",
+            ],
+            env=env, cwd=ROOT, capture_output=True, text=True,
+            timeout=_DEMO_TIMEOUT_S,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert f"started the local broker at 127.0.0.1:{port}" in result.stdout
+        assert "local Kafka broker stopped (this demo started it)" in result.stdout
+        assert not launcher.answers(f"127.0.0.1:{port}")
+        assert (out / "model" / "model.onnx").is_file()
+        _check_summary(out, events=1000, backlog=10000)
+    finally:
+        launcher.down(broker)
