@@ -3,7 +3,8 @@
 An event raises an alert when its fraud probability is at or above the threshold.
 The chosen threshold gives the most recall on the validation slice among those that
 keep precision at or above a target and, when a budget is set, false alarms at or
-below a number per 10,000 legitimate transactions.
+below a number per 10,000 legitimate transactions; among equal recalls, the fewest
+alerts.
 """
 
 from __future__ import annotations
@@ -79,10 +80,13 @@ def choose(
         within_budget = per_10k <= max_false_alarms_per_10k
     feasible = within_budget & (precision >= min_precision)
 
-    # 3. most recall among feasible cuts; otherwise the best F1 in budget
+    # 3. most recall among feasible cuts, and of those the one with fewest alerts
+    # (a cut past the last fraud caught only adds false alarms); otherwise the
+    # best F1 within the budget
     target_met = bool(feasible.any())
     if target_met:
-        best = int(np.flatnonzero(feasible)[-1])
+        most_recall = recall[feasible].max()
+        best = int(np.flatnonzero(feasible & (recall == most_recall))[0])
     else:
         both = precision + recall
         f1 = np.divide(

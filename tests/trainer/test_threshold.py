@@ -29,6 +29,17 @@ def test_most_recall_with_the_precision_target_is_chosen() -> None:
     assert choice.policy["validation"]["precision"] == pytest.approx(0.8)
 
 
+def test_no_false_alarm_is_added_once_recall_stops_growing() -> None:
+    labels = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0])
+    scores = np.linspace(0.95, 0.40, num=12)
+
+    # Alerting on all 12 would still meet precision 0.75, at no gain in recall.
+    choice = choose(labels, scores, min_precision=0.75, max_false_alarms_per_10k=None)
+
+    assert (scores >= choice.threshold).sum() == 9
+    assert choice.policy["validation"]["recall"] == 1.0
+
+
 def test_alert_budget_limits_false_alarms() -> None:
     # 5 legitimate rows: one false alarm is 2,000 per 10,000.
     choice = choose(_LABELS, _SCORES, min_precision=0.5, max_false_alarms_per_10k=0.0)
