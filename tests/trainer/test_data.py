@@ -69,6 +69,28 @@ def test_empty_file_is_rejected(tmp_path: Path) -> None:
         load_csv(path)
 
 
+def test_row_with_too_many_fields_is_rejected(tmp_path: Path) -> None:
+    path = _write(tmp_path, _frame())
+    with path.open("a") as handle:
+        handle.write(",".join(["1"] * 40) + "\n")
+
+    with pytest.raises(DataValidationError, match="cannot parse .* as CSV"):
+        load_csv(path)
+
+
+def test_file_that_is_not_text_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "binary.csv"
+    path.write_bytes(b"V1,V2\n\xff\xfe\x00\x81,\x90\n")
+
+    with pytest.raises(DataValidationError, match="cannot parse .* as CSV"):
+        load_csv(path)
+
+
+def test_directory_instead_of_a_file_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(DataValidationError, match="cannot read training data"):
+        load_csv(tmp_path)
+
+
 def test_header_without_rows_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match="header line but no data rows"):
         load_csv(_write(tmp_path, _frame().iloc[:0]))
