@@ -83,8 +83,15 @@ def _parser() -> argparse.ArgumentParser:
         "improved (default): fraud rows weighted up, early stopping on validation "
         "PR-AUC",
     )
-    parser.add_argument("--epochs", type=_positive_int, default=10)
-    parser.add_argument("--batch-size", type=_positive_int, default=100)
+    parser.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=10,
+        help="epochs to train (default 10); the improved recipe may stop sooner",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=100, help="default 100"
+    )
     parser.add_argument(
         "--seed",
         type=int,
@@ -119,7 +126,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="with --synthetic, also write the generated rows to this CSV",
     )
-    parser.add_argument("--log-level", default="INFO", help="default INFO")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default="INFO",
+        help="default INFO",
+    )
     return parser
 
 
@@ -128,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.synthetic_csv is not None and args.synthetic is None:
         _parser().error("--synthetic-csv needs --synthetic N")
-    logging.basicConfig(level=args.log_level.upper(), format=_LOG_FORMAT)
+    logging.basicConfig(level=args.log_level, format=_LOG_FORMAT)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     # TensorFlow loads only after the arguments are known to be good.

@@ -43,6 +43,7 @@ def test_bad_data_exits_1_naming_column_and_row(
         ["--synthetic", "10", "--out", "x", "--max-false-alarms-per-10k", "-1"],
         ["--synthetic", "10", "--out", "x", "--recipe", "fancy"],
         ["--data", "a.csv", "--out", "x", "--synthetic-csv", "s.csv"],
+        ["--synthetic", "10", "--out", "x", "--log-level", "chatty"],
     ],
     ids=[
         "no-source",
@@ -55,6 +56,7 @@ def test_bad_data_exits_1_naming_column_and_row(
         "negative-budget",
         "unknown-recipe",
         "synthetic-csv-without-synthetic",
+        "unknown-log-level",
     ],
 )
 def test_bad_arguments_exit_2(
