@@ -6,7 +6,10 @@ the worker's own settings loader reads the environment they give it.
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import re
+import sys
 import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -222,3 +225,39 @@ def test_keda_scales_the_deployment_on_the_workers_group_lag():
     assert trigger["metadata"]["topic"] == config["FRAUD_INPUT_TOPIC"]
     assert trigger["metadata"]["bootstrapServers"] == config["FRAUD_BOOTSTRAP_SERVERS"]
     assert int(trigger["metadata"]["lagThreshold"]) > 0
+
+
+def _third_party_imports(package: Path) -> set[str]:
+    first_party = set(_project()["tool"]["setuptools"]["packages"])
+    names: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names} - first_party
+
+
+def test_worker_image_installs_every_library_the_worker_imports():
+    requirement_names = {
+        re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0].lower().replace("_", "-")
+        for dep in _project()["project"]["dependencies"]
+    }
+    distributions = importlib.metadata.packages_distributions()
+
+    imported = _third_party_imports(ROOT / "worker") | _third_party_imports(
+        ROOT / "schemas"
+    )
+    needed = {
+        module: {
+            d.lower().replace("_", "-") for d in distributions.get(module, [module])
+        }
+        for module in imported
+    }
+
+    missing = {m: d for m, d in needed.items() if not d & requirement_names}
+    assert not missing, (
+        f"worker/ imports {sorted(missing)} but pyproject's base dependencies (all the "
+        "slim image installs) lack them; add them to [project] dependencies"
+    )
