@@ -70,7 +70,9 @@ def test_compose_runs_the_whole_stack(compose):
 def test_compose_kafka_is_the_release_the_local_launcher_runs(compose):
     pom = ET.parse(ROOT / "deploy" / "kafka" / "pom.xml").getroot()
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
-    version = pom.find("m:properties/m:kafka.version", ns).text.strip()
+    node = pom.find("m:properties/m:kafka.version", ns)
+    assert node is not None and node.text
+    version = node.text.strip()
 
     assert compose["services"]["kafka"]["image"] == f"apache/kafka:{version}"
     environment = compose["services"]["kafka"]["environment"]

@@ -13,7 +13,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,8 @@ _PROMQL_WORDS = frozenset(
 )
 _START_TIMEOUT_S = 30.0
 _SCRAPE_TIMEOUT_S = 30.0
-# The recording group is evaluated every 30 s, first at an offset within that.
-_RULES_TIMEOUT_S = 45.0
+# Rule groups are first evaluated at an offset within their interval (1 s here).
+_RULES_TIMEOUT_S = 30.0
 _EVENTS = 300
 
 
@@ -266,7 +266,7 @@ def _get(base: str, path: str, **params: str) -> dict[str, Any]:
     return body
 
 
-def _wait_for(what: str, check, timeout_s: float):  # type: ignore[no-untyped-def]
+def _wait_for(what: str, check: Callable[[], Any], timeout_s: float) -> Any:
     deadline = time.monotonic() + timeout_s
     last: Any = None
     while time.monotonic() < deadline:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import time
+from datetime import datetime
 from pathlib import Path
 
 import jsonschema
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer
 
 import schemas
 from worker import replay
@@ -48,7 +49,7 @@ def transaction_validator() -> jsonschema.Draft202012Validator:
     )
 
 
-def _consume_all(bootstrap: str, topic: str, expected: int) -> list:
+def _consume_all(bootstrap: str, topic: str, expected: int) -> list[Message]:
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -58,7 +59,7 @@ def _consume_all(bootstrap: str, topic: str, expected: int) -> list:
         }
     )
     consumer.subscribe([topic])
-    messages = []
+    messages: list[Message] = []
     deadline = time.monotonic() + _CONSUME_DEADLINE_S
     try:
         while len(messages) < expected and time.monotonic() < deadline:
@@ -271,9 +272,12 @@ def test_real_subset_round_trips_as_keyed_valid_events_with_labels_aside(
     assert len(messages) == len(labels)
     seen = set()
     for msg in messages:
-        event = orjson.loads(msg.value())
+        value, key = msg.value(), msg.key()
+        assert value is not None and key is not None
+        event = orjson.loads(value)
         transaction_validator.validate(event)
-        assert msg.key().decode() == event["transaction_id"]
+        assert datetime.fromisoformat(event["event_time"]).tzinfo is not None
+        assert key.decode() == event["transaction_id"]
         seen.add(event["transaction_id"])
     assert seen == set(labels)
 
@@ -357,11 +361,14 @@ def test_cli_limit_sends_only_the_first_rows_and_their_labels(
             "--synthetic", "1000", "--limit", "250", "--topic", topic,
             "--bootstrap-servers", kafka_bootstrap,
             "--labels-out", str(labels_path), "--no-progress",
+            "--id-prefix", "batch-a",
         ]
     )  # fmt: skip
 
     assert code == 0
-    assert len(labels_path.read_text().splitlines()) == 251
+    lines = labels_path.read_text().splitlines()
+    assert len(lines) == 251
+    assert lines[1].startswith("batch-a-00000000,")
     assert "sent 250 events" in capsys.readouterr().err
     assert len(_consume_all(kafka_bootstrap, topic, 250)) == 250
 
