@@ -339,15 +339,9 @@ class Worker:
                 return None
             messages = good
 
-        values: list[bytes | None] = []
-        timestamps: list[int] = []
-        last_offset: dict[int, int] = {}
-        add_value = values.append
-        add_timestamp = timestamps.append
-        for message in messages:
-            add_value(message.value())
-            last_offset[message.partition()] = message.offset()
-            add_timestamp(message.timestamp()[1])
+        values: list[bytes | None] = [m.value() for m in messages]
+        timestamps = [m.timestamp()[1] for m in messages]
+        last_offset = {m.partition(): m.offset() for m in messages}
         topic = self.settings.input_topic
         next_offsets = {(topic, p): o + 1 for p, o in last_offset.items()}
         self._positions.update(next_offsets)

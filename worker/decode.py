@@ -25,7 +25,8 @@ import logging
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from itertools import repeat
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 import numpy as np
@@ -179,6 +180,56 @@ class Decoder:
         ``DeadLetter``. ``matrix`` must be float32 with at least ``len(values)`` rows
         and ``width`` columns.
         """
+        fast = self._decode_all(values)
+        if fast is not None:
+            events: list[Any] = fast
+            indexes: list[int] = list(range(len(values)))
+            dead: list[DeadLetter] = []
+        else:
+            events, indexes, dead = self._decode_each(values)
+
+        count = len(events)
+        if count:
+            block = matrix[:count]
+            with np.errstate(over="ignore"):
+                block[:] = list(map(self._row, events))
+            finite = np.isfinite(block).all(axis=1)
+            if not finite.all():
+                return self._drop_non_finite(matrix, count, indexes, events, dead)
+        return DecodedBatch(count, indexes, events, dead)
+
+    def _decode_all(self, values: Sequence[bytes | None]) -> list[Any] | None:
+        """Decode a batch in C-level loops; None when any value needs a closer look."""
+        # A None value (tombstone) raises TypeError in len() and sends the batch to
+        # the value-by-value path.
+        raw = cast("Sequence[bytes]", values)
+        try:
+            if max(map(len, raw), default=0) > self.max_event_bytes:
+                return None
+            events = list(map(self._decode, raw))
+            pairs = list(map(bytes.count, raw, repeat(b'":')))
+            keys = list(map(len, map(orjson.loads, raw)))
+        except (
+            msgspec.DecodeError,
+            msgspec.ValidationError,
+            orjson.JSONDecodeError,
+            RecursionError,
+            TypeError,
+        ):
+            return None
+        if pairs != keys:
+            for value, pair_count, key_count in zip(raw, pairs, keys, strict=True):
+                if pair_count != key_count:
+                    try:
+                        self._confirm_no_duplicates(value)
+                    except (_Duplicate, ValueError, RecursionError):
+                        return None
+        return events
+
+    def _decode_each(
+        self, values: Sequence[bytes | None]
+    ) -> tuple[list[Any], list[int], list[DeadLetter]]:
+        """Decode value by value, turning each failure into a dead letter."""
         decode = self._decode
         limit = self.max_event_bytes
         events: list[Any] = []
@@ -204,16 +255,7 @@ class Decoder:
                 continue
             events.append(event)
             indexes.append(i)
-
-        count = len(events)
-        if count:
-            block = matrix[:count]
-            with np.errstate(over="ignore"):
-                block[:] = list(map(self._row, events))
-            finite = np.isfinite(block).all(axis=1)
-            if not finite.all():
-                return self._drop_non_finite(matrix, count, indexes, events, dead)
-        return DecodedBatch(count, indexes, events, dead)
+        return events, indexes, dead
 
     def _drop_non_finite(
         self,
