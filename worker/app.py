@@ -256,26 +256,18 @@ class Worker:
                 continue
 
             # 5.-6. the consumed offsets join the transaction, which commits both
-            offsets = [
-                TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()
-            ]
             try:
-                producer.send_offsets_to_transaction(
-                    offsets, consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
-                )
-                self._commit_transaction()
+                self._finish_transaction(batch)
             except _AbortableError as exc:
                 logger.warning(
                     "transaction aborted, rewinding %d partitions: %s",
-                    len(offsets),
+                    len(batch.next_offsets),
                     exc,
                 )
                 self._call_txn(producer.abort_transaction, _TXN_TIMEOUT_S)
                 self._rewind(messages)
                 continue
-            except KafkaException as exc:
-                self._raise_transaction_error(exc)
-            batch.seal()
+            batch.done_at = time.time()
             self.metrics.commits.inc()
             self._observe_latency(batch)
             now = time.monotonic()
@@ -283,19 +275,24 @@ class Worker:
                 self._update_lag()
                 next_lag = now + _LAG_INTERVAL_S
 
-    def _commit_transaction(self) -> None:
-        while True:
-            try:
-                self._producer.commit_transaction(_TXN_TIMEOUT_S)
-                return
-            except KafkaException as exc:
-                err: KafkaError = exc.args[0]
-                if err.retriable() and not err.txn_requires_abort():
+    def _finish_transaction(self, batch: PendingBatch) -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
+        producer = self._producer
+        try:
+            producer.send_offsets_to_transaction(
+                offsets, self._consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
+            )
+            while True:
+                try:
+                    producer.commit_transaction(_TXN_TIMEOUT_S)
+                    return
+                except KafkaException as exc:
+                    err: KafkaError = exc.args[0]
+                    if not err.retriable() or err.txn_requires_abort():
+                        raise
                     logger.warning("transaction commit retried: %s", err)
-                    continue
-                if err.txn_requires_abort():
-                    raise _AbortableError(str(err)) from exc
-                raise
+        except KafkaException as exc:
+            self._raise_transaction_error(exc)
 
     def _call_txn(self, call: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -511,6 +508,12 @@ class Worker:
             logger.warning("kafka error (the client retries): %s", err)
 
     def _raise_if_fatal(self) -> None:
+        if self._fatal is not None and self._fatal.code() in _FENCING_CODES:
+            raise FencedError(
+                f"expected to own transactional id {self.settings.transactional_id!r}, "
+                f"found another instance using it ({self._fatal}); this instance "
+                "stops. Give each instance its own --instance-id"
+            )
         if self._fatal is not None:
             raise KafkaFatalError(
                 f"expected a working Kafka client, found a fatal error: {self._fatal}; "
