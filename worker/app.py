@@ -32,7 +32,7 @@ from confluent_kafka import (
 
 from worker.config import Settings
 from worker.decode import DecodedBatch, Decoder
-from worker.errors import DeliveryError, FencedError, KafkaFatalError
+from worker.errors import ConfigError, DeliveryError, FencedError, KafkaFatalError
 from worker.metrics import Metrics
 from worker.model import Model
 from worker.offsets import OffsetLedger, PendingBatch, TopicPartitionKey
@@ -111,8 +111,14 @@ class Worker:
         self._fatal: KafkaError | None = None
         self._last_error_log = 0.0
         self._kafka_logger = logging.getLogger("worker.kafka")
-        self._producer = producer_factory(self._producer_config())
-        self._consumer = consumer_factory(self._consumer_config())
+        try:
+            self._producer = producer_factory(self._producer_config())
+            self._consumer = consumer_factory(self._consumer_config())
+        except KafkaException as exc:
+            raise ConfigError(
+                f"expected librdkafka to accept the Kafka settings, found: "
+                f"{exc.args[0]}; fix --kafka-config or the -X flags"
+            ) from exc
         metrics.model_info.labels(model.info.model_version, f"{self.threshold:g}").set(
             1
         )

@@ -52,6 +52,19 @@ def test_corrupt_model_exits_non_zero_before_consuming(tmp_path):
     assert "worker started" not in result.stderr
 
 
+def test_unknown_librdkafka_setting_exits_non_zero_before_consuming(tmp_path):
+    model = write_model_dir(tmp_path / "m")
+
+    result = _run_to_end(
+        ["--model", str(model), "-X", "no.such.setting=1", "-X", "sasl.password=pw1"]
+    )
+
+    assert result.returncode == 2
+    assert "expected librdkafka to accept the Kafka settings" in result.stderr
+    assert "no.such.setting" in result.stderr
+    assert "pw1" not in result.stderr
+
+
 def test_invalid_setting_exits_non_zero_with_the_fix(tmp_path):
     result = _run_to_end(["--model", str(tmp_path), "--max-batch-size", "-3"])
 
