@@ -378,7 +378,9 @@ def _model_matches(model_dir: Path, source: str, rows: int | None) -> bool:
     data = meta.get("training_data", {})
     if data.get("source") != source:
         return False
-    return rows is None or data.get("rows") == rows
+    if rows is None:
+        return True
+    return bool(data.get("rows") == rows and data.get("seed") == _TRAIN_SEED)
 
 
 def train(model_dir: Path, data: Path | None, rows: int, retrain: bool) -> float:
@@ -389,6 +391,7 @@ def train(model_dir: Path, data: Path | None, rows: int, retrain: bool) -> float
         return 0.0
     command = [sys.executable, "-m", "trainer", "--out", str(model_dir)]
     command += ["--data", str(data)] if data else ["--synthetic", str(rows)]
+    command += ["--seed", str(_TRAIN_SEED)]
     print(f"  $ {' '.join(command[1:])}", flush=True)
     started = time.monotonic()
     result = subprocess.run(command, cwd=ROOT, check=False)

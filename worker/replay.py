@@ -469,9 +469,10 @@ class Progress:
         parts = [f"replay {done:,}"]
         if self._total:
             share = min(done / self._total, 1.0)
-            filled = round(share * _BAR_WIDTH)
+            filled = math.floor(share * _BAR_WIDTH)
+            percent = math.floor(share * 100)  # 100 % only when all is sent
             parts[0] += f"/{self._total:,}"
-            parts.append(f"{share:4.0%} [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}]")
+            parts.append(f"{percent:3d}% [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}]")
         parts.append(f"{rate:,.0f} ev/s")
         if self._total and rate > 0:
             parts.append(f"ETA {_clock_text(max(self._total - done, 0) / rate)}")
