@@ -297,6 +297,22 @@ class Topics:
         return [self.input, self.alerts, self.dlq]
 
 
+def check_broker(bootstrap: str, timeout_s: float = 10.0) -> None:
+    """Fail fast, with advice, when nothing answers at ``bootstrap``."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise DemoError(
+            f"no Kafka broker answered at KAFKA_BOOTSTRAP_SERVERS={bootstrap} within "
+            f"{timeout_s:.0f} s ({exc.args[0]}); unset it to let the demo start the "
+            "local broker, or point it at a running one"
+        ) from exc
+
+
 def create_topics(bootstrap: str, topics: Topics, partitions: int) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -736,6 +752,7 @@ def run(args: argparse.Namespace) -> int:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
         if bootstrap:
             print(f"  using KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+            check_broker(bootstrap)
         else:
             launcher = load_launcher()
             broker = launcher.Broker.from_env()

@@ -167,3 +167,8 @@ def test_demo_from_scratch_trains_starts_a_broker_and_stops_it(demo, tmp_path):
         _check_summary(out, events=1000, backlog=10000)
     finally:
         launcher.down(broker)
+
+
+def test_an_unreachable_given_broker_is_reported_with_advice(demo):
+    with pytest.raises(demo.DemoError, match="unset it to let the demo start"):
+        demo.check_broker("127.0.0.1:1", timeout_s=1.0)
