@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from worker.config import build_parser, load_settings
 
@@ -27,13 +26,19 @@ K8S = ROOT / "deploy" / "k8s"
 DOCKER = ROOT / "deploy" / "docker"
 
 
+def _yaml_module() -> Any:
+    return pytest.importorskip(
+        "yaml", reason="PyYAML comes with the test extra: pip install -e '.[test]'"
+    )
+
+
 def _yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text())
+    return _yaml_module().safe_load(path.read_text())
 
 
 def _k8s(kind: str) -> dict[str, Any]:
     for path in sorted(K8S.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
+        for doc in _yaml_module().safe_load_all(path.read_text()):
             if doc and doc.get("kind") == kind:
                 return doc
     raise AssertionError(f"no {kind} in {K8S}")
