@@ -9,6 +9,7 @@ first offending row, counted from 1 after the header line.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from trainer.errors import DataValidationError
-from trainer.synthetic import FEATURE_COLUMNS, SyntheticData, generate
+from trainer.synthetic import FEATURE_COLUMNS, FRAUD_RATE, SyntheticData, generate
 
 __all__ = [
     "LABEL_COLUMN",
@@ -40,8 +41,16 @@ _TEST_SHARE = 0.2
 _VALIDATION_SHARE = 0.2
 _SPLIT_RANDOM_STATE = 0
 
-# Both splits are stratified, so each class needs a member in every part.
-_MIN_ROWS_PER_CLASS = 3
+# Both splits are stratified and every part needs each class: the test part for its
+# ROC-AUC and PR-AUC, the validation part to choose a threshold. With 3 rows of a
+# class the validation part gets none of them; with 4 or more each part gets one.
+_MIN_ROWS_PER_CLASS = 4
+
+# Features reach the model as float32; a larger finite value would become infinite.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+# Separators that a CSV written elsewhere may use instead of commas.
+_OTHER_SEPARATORS = (";", "\t", "|")
 
 
 @dataclass(frozen=True)
@@ -104,12 +113,21 @@ def load_csv(path: Path) -> Dataset:
     digest = hashlib.sha256(raw).hexdigest()
 
     try:
-        # Strings first, so a bad cell can be reported exactly as written.
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        # The bytes just hashed are parsed, so the digest describes the rows used.
+        # Strings first, so a bad cell can be reported exactly as written. The
+        # header is read as a row: pandas would otherwise take the first field of
+        # rows one field wider than the header as an index and shift the columns.
+        table = pd.read_csv(
+            io.BytesIO(raw), dtype=str, header=None, keep_default_na=False
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataValidationError(
             f"cannot parse {path} as CSV with a header line: {exc}"
         ) from exc
+    names = [str(name).strip() for name in table.iloc[0].fillna("")]
+    _check_unique_names(names, path)
+    frame = table.iloc[1:].fillna("").reset_index(drop=True)
+    frame.columns = pd.Index(names)
 
     features, labels = _validate(frame, path)
     logger.info(
@@ -129,7 +147,11 @@ def from_synthetic(n_rows: int, seed: int) -> Dataset:
         DataValidationError: too few rows for a stratified split of the frauds.
     """
     data = generate(n_rows, seed=seed)
-    _check_class_counts(data.labels, f"synthetic data of {n_rows} rows")
+    _check_class_counts(
+        data.labels,
+        f"synthetic data of {n_rows} rows",
+        fix=f"generate at least {_min_synthetic_rows()} rows with --synthetic N",
+    )
     logger.info(
         "synthetic data generated rows=%d frauds=%d seed=%d",
         n_rows,
@@ -177,10 +199,20 @@ def _validate(frame: pd.DataFrame, path: Path) -> tuple[np.ndarray, np.ndarray]:
     required = [*FEATURE_COLUMNS, LABEL_COLUMN]
     missing = [name for name in required if name not in frame.columns]
     if missing:
+        hint = ""
+        if len(frame.columns) == 1:
+            only = str(frame.columns[0])
+            for separator in _OTHER_SEPARATORS:
+                if separator in only:
+                    hint = (
+                        f"; the header looks separated by {separator!r}, "
+                        "write the file comma-separated"
+                    )
+                    break
         raise DataValidationError(
             f"{path} lacks required column(s) {', '.join(missing)}; expected "
             f"V1..V28, Amount and {LABEL_COLUMN} (Time optional), found "
-            f"{', '.join(map(str, frame.columns)) or 'no columns'}"
+            f"{', '.join(map(repr, map(str, frame.columns))) or 'no columns'}{hint}"
         )
     if frame.empty:
         raise DataValidationError(f"{path} has a header line but no data rows")
@@ -198,7 +230,7 @@ def _validate(frame: pd.DataFrame, path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"found {frame[LABEL_COLUMN].iloc[row]!r}"
         )
     int_labels = labels.astype(np.int8)
-    _check_class_counts(int_labels, str(path))
+    _check_class_counts(int_labels, str(path), fix="add rows of that class to the file")
     return values[:, :-1].astype(np.float32), int_labels
 
 
@@ -206,7 +238,8 @@ def _numeric_column(column: pd.Series, name: str, path: Path) -> np.ndarray:
     """Convert a column of strings to finite floats, or raise at the first bad cell."""
     text = column.str.strip()
     numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(numbers))
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(~(np.abs(numbers) <= _FLOAT32_MAX))
     if bad.size:
         row = int(bad[0])
         found = column.iloc[row]
@@ -214,6 +247,11 @@ def _numeric_column(column: pd.Series, name: str, path: Path) -> np.ndarray:
             problem = "found an empty cell"
         elif np.isnan(numbers[row]) and found.strip().lower() not in ("nan", "-nan"):
             problem = f"found {found!r}, which is not a number"
+        elif np.isfinite(numbers[row]):
+            problem = (
+                f"found {found!r}, which is beyond the float32 range the model "
+                f"reads (magnitude at most {_FLOAT32_MAX:.3g})"
+            )
         else:
             problem = f"found {found!r}, which is not finite"
         raise DataValidationError(
@@ -222,7 +260,20 @@ def _numeric_column(column: pd.Series, name: str, path: Path) -> np.ndarray:
     return numbers
 
 
-def _check_class_counts(labels: np.ndarray, what: str) -> None:
+def _check_unique_names(names: list[str], path: Path) -> None:
+    """Raise when a column name repeats, since either column could be meant."""
+    seen: set[str] = set()
+    for position, name in enumerate(names, start=1):
+        if name in seen:
+            raise DataValidationError(
+                f"{path}: column {name!r} appears more than once (again at "
+                f"position {position}); expected each column name once, rename or "
+                "remove the extra column"
+            )
+        seen.add(name)
+
+
+def _check_class_counts(labels: np.ndarray, what: str, *, fix: str) -> None:
     """Raise unless each class has enough rows for the stratified splits."""
     frauds = int(labels.sum())
     legit = len(labels) - frauds
@@ -231,5 +282,14 @@ def _check_class_counts(labels: np.ndarray, what: str) -> None:
             raise DataValidationError(
                 f"{what} has {count} {name} row(s) in column {LABEL_COLUMN}; "
                 f"training needs both classes with at least {_MIN_ROWS_PER_CLASS} "
-                "rows each for the stratified train/validation/test split"
+                "rows each, so that the train, validation and test parts all hold "
+                f"both; {fix}"
             )
+
+
+def _min_synthetic_rows() -> int:
+    """Return the fewest generated rows that hold enough frauds for the split."""
+    n_rows = _MIN_ROWS_PER_CLASS
+    while round(n_rows * FRAUD_RATE) < _MIN_ROWS_PER_CLASS:
+        n_rows += 1
+    return n_rows

@@ -202,9 +202,85 @@ def test_split_of_the_real_subset_matches_the_original_recipe(
     assert int(parts.y_test.sum()) == 78
 
 
-def test_too_few_synthetic_rows_for_a_split_are_rejected() -> None:
-    with pytest.raises(DataValidationError, match="synthetic data of 500 rows has 1"):
+def test_too_few_synthetic_rows_are_rejected_naming_the_least_count() -> None:
+    with pytest.raises(
+        DataValidationError,
+        match="synthetic data of 500 rows has 1 fraud.*at least 2027 rows",
+    ):
         from_synthetic(500, seed=0)
+
+
+def test_least_synthetic_count_named_in_the_error_is_enough() -> None:
+    parts = split(from_synthetic(2_027, seed=0))
+
+    assert parts.y_val.sum() >= 1 and parts.y_test.sum() >= 1
+
+
+def test_duplicate_column_name_is_rejected(tmp_path: Path) -> None:
+    path = _write(tmp_path, _frame().assign(extra=7.0))
+    text = path.read_text()
+    path.write_text(text.replace(",extra", ",V3", 1))
+
+    with pytest.raises(DataValidationError, match="column 'V3' appears more than"):
+        load_csv(path)
+
+
+def test_rows_one_field_wider_than_the_header_are_rejected(tmp_path: Path) -> None:
+    # pandas would take the first field as an index and shift every column left.
+    path = _write(tmp_path, _frame())
+    header, *rows = path.read_text().splitlines()
+    path.write_text("\n".join([header, *(row + ",0" for row in rows)]) + "\n")
+
+    with pytest.raises(DataValidationError, match="cannot parse .* as CSV"):
+        load_csv(path)
+
+
+def test_value_beyond_float32_is_rejected(tmp_path: Path) -> None:
+    frame = _set_cell(_frame(), 7, "Amount", "1e39")
+
+    with pytest.raises(
+        DataValidationError, match="column Amount row 8: .*'1e39'.*float32 range"
+    ):
+        load_csv(_write(tmp_path, frame))
+
+
+def test_header_with_a_byte_order_mark_and_spaces_is_read(tmp_path: Path) -> None:
+    frame = _frame()
+    path = tmp_path / "data.csv"
+    text = frame.to_csv(index=False)
+    header, rest = text.split("\n", 1)
+    path.write_text(header.replace(",", ", ") + "\n" + rest, encoding="utf-8-sig")
+
+    dataset = load_csv(path)
+
+    np.testing.assert_allclose(
+        dataset.features, frame[list(FEATURE_COLUMNS)].to_numpy(np.float32)
+    )
+
+
+def test_file_with_another_separator_gets_a_hint(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    _frame().to_csv(path, index=False, sep=";")
+
+    with pytest.raises(DataValidationError, match="separated by ';'"):
+        load_csv(path)
+
+
+def test_three_rows_of_a_class_are_too_few_for_the_three_parts(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(DataValidationError, match="has 3 fraud .* at least 4"):
+        load_csv(_write(tmp_path, _frame(n_rows=200, n_fraud=3)))
+
+
+@pytest.mark.parametrize("n_rows", [8, 40, 200, 2_000], ids=lambda n: f"rows-{n}")
+def test_four_rows_per_class_put_both_classes_in_every_part(
+    tmp_path: Path, n_rows: int
+) -> None:
+    parts = split(load_csv(_write(tmp_path, _frame(n_rows=n_rows, n_fraud=4))))
+
+    for labels in (parts.y_train, parts.y_val, parts.y_test):
+        assert set(np.unique(labels)) == {0, 1}
 
 
 def test_synthetic_rows_round_trip_through_csv(tmp_path: Path) -> None:
