@@ -26,8 +26,9 @@ Recipe = Literal["original", "improved"]
 
 _HIDDEN_UNITS = 128
 
-# Features with no spread in the training part would divide by zero; scaling them
-# by 1 leaves them constant, which is all the model can learn from them anyway.
+# Features with a spread below this in the training part would divide by (nearly)
+# zero and turn any later change of the value into a huge input; they are only
+# centred (scaled by 1), which is all the model can learn from them anyway.
 _MIN_STD = 1e-6
 
 # The improved recipe stops after this many epochs without a better validation
@@ -70,7 +71,8 @@ def build(x_train: np.ndarray, seed: int) -> keras.Model:
     """Build and compile the network with scaling fitted on ``x_train``."""
     keras.utils.set_random_seed(seed)
     mean = x_train.astype(np.float64).mean(axis=0)
-    std = np.maximum(x_train.astype(np.float64).std(axis=0), _MIN_STD)
+    std = x_train.astype(np.float64).std(axis=0)
+    std = np.where(std < _MIN_STD, 1.0, std)
     scaling = keras.layers.Rescaling(
         scale=(1.0 / std).astype(np.float32),
         offset=(-mean / std).astype(np.float32),
