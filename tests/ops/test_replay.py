@@ -24,7 +24,8 @@ _CONSUME_DEADLINE_S = 60.0
 # machine (it reaches about twice that here). CI shares 2 cores with other suites,
 # so the floor asserted is lower than the target.
 _MIN_MAX_RATE = 30_000
-_RATE_TOLERANCE = 0.03
+# Measured error is about 0.1 %; the margin absorbs a descheduled process in CI.
+_RATE_TOLERANCE = 0.05
 
 
 def _write_csv(
