@@ -84,6 +84,8 @@ def test_compose_kafka_is_the_release_the_local_launcher_runs(compose):
     assert compose["services"]["kafka"]["image"] == f"apache/kafka:{version}"
     environment = compose["services"]["kafka"]["environment"]
     assert environment["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    volumes = compose["services"]["kafka"]["volumes"]
+    assert environment["KAFKA_LOG_DIRS"] in [v.split(":")[1] for v in volumes]
 
 
 def test_compose_worker_settings_are_ones_the_worker_reads(compose):
