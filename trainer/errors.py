@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["DataValidationError", "ExportError", "TrainerError"]
+__all__ = [
+    "DataValidationError",
+    "ExportError",
+    "OutputError",
+    "TrainerError",
+    "TrainingError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -19,3 +25,11 @@ class DataValidationError(TrainerError):
 
 class ExportError(TrainerError):
     """The ONNX export failed or does not reproduce the Keras model."""
+
+
+class TrainingError(TrainerError):
+    """Training produced a model whose scores are not usable."""
+
+
+class OutputError(TrainerError):
+    """A file of the model directory or the synthetic CSV cannot be written."""

@@ -102,8 +102,16 @@ def export_onnx(model: keras.Model, path: Path, check_rows: np.ndarray) -> Expor
     proto.doc_string = "fraudstream fraud classifier: raw features in, probability out"
     payload = proto.SerializeToString()
 
-    # 2. check the interface and the numbers in onnxruntime before writing
-    session = onnxruntime.InferenceSession(payload, providers=["CPUExecutionProvider"])
+    # 2. check the graph, its interface and its numbers before writing
+    try:
+        onnx.checker.check_model(proto)
+        session = onnxruntime.InferenceSession(
+            payload, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:
+        raise ExportError(
+            f"the converted ONNX graph is invalid or onnxruntime cannot load it: {exc}"
+        ) from exc
     _check_interface(session)
     difference = _max_difference(model, session, check_rows)
     if not difference <= _PARITY_TOLERANCE:
@@ -116,7 +124,6 @@ def export_onnx(model: keras.Model, path: Path, check_rows: np.ndarray) -> Expor
 
     # 3. write
     path.write_bytes(payload)
-    onnx.checker.check_model(str(path))
     digest = hashlib.sha256(payload).hexdigest()
     logger.info(
         "onnx exported path=%s sha256=%s max_abs_difference=%.3g rows=%d",
@@ -145,8 +152,10 @@ def library_versions() -> dict[str, str]:
 
 
 def write_metadata(path: Path, content: dict[str, Any]) -> None:
-    """Write ``model.json``."""
-    path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    """Write ``model.json``; NaN or infinity is refused, as JSON has neither."""
+    path.write_text(
+        json.dumps(content, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
 
 
 def _check_interface(session: onnxruntime.InferenceSession) -> None:

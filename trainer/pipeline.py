@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from trainer import data as data_module
 from trainer import export, report, threshold
-from trainer.errors import TrainerError
+from trainer.errors import OutputError, TrainerError, TrainingError
 from trainer.model import Recipe, predict, train
 from trainer.synthetic import FEATURE_COLUMNS, generate
 
@@ -59,7 +62,8 @@ def run(options: TrainOptions) -> RunResult:
     Raises:
         TrainerError: bad options or data, or a failed export.
     """
-    # 1. data
+    # 1. data, after the model directory is known to be writable
+    _prepare_out_dir(options.out_dir)
     dataset = _load(options)
     parts = data_module.split(dataset)
     logger.info("split rows=%s", parts.row_counts())
@@ -79,6 +83,8 @@ def run(options: TrainOptions) -> RunResult:
     # 3. threshold on validation, metrics on test
     val_scores = predict(trained.model, parts.x_val)
     test_scores = predict(trained.model, parts.x_test)
+    _check_finite(val_scores, "validation")
+    _check_finite(test_scores, "test")
     if options.fixed_threshold is not None:
         choice = threshold.fixed(options.fixed_threshold)
     else:
@@ -105,10 +111,12 @@ def run(options: TrainOptions) -> RunResult:
     )
 
     # 4. export and describe
-    options.out_dir.mkdir(parents=True, exist_ok=True)
-    exported = export.export_onnx(
-        trained.model, options.out_dir / "model.onnx", parts.x_test
-    )
+    try:
+        exported = export.export_onnx(
+            trained.model, options.out_dir / "model.onnx", parts.x_test
+        )
+    except OSError as exc:
+        raise _output_error(exc, options.out_dir) from exc
     created_at = datetime.now(UTC).replace(microsecond=0)
     version = export.model_version(created_at, exported.sha256)
     training_data = {
@@ -158,14 +166,17 @@ def run(options: TrainOptions) -> RunResult:
     }
 
     # 5. write the report, then model.json last
-    report.write(
-        options.out_dir,
-        summary,
-        history=trained.history,
-        y_test=parts.y_test,
-        test_scores=test_scores,
-    )
-    export.write_metadata(options.out_dir / "model.json", metadata)
+    try:
+        report.write(
+            options.out_dir,
+            summary,
+            history=trained.history,
+            y_test=parts.y_test,
+            test_scores=test_scores,
+        )
+        export.write_metadata(options.out_dir / "model.json", metadata)
+    except OSError as exc:
+        raise _output_error(exc, options.out_dir) from exc
     logger.info("model written dir=%s model_version=%s", options.out_dir, version)
     return RunResult(options.out_dir, metadata, summary)
 
@@ -178,8 +189,49 @@ def _load(options: TrainOptions) -> data_module.Dataset:
     if options.data is not None:
         return data_module.load_csv(options.data)
     assert options.synthetic_rows is not None
+    dataset = data_module.from_synthetic(options.synthetic_rows, options.seed)
     if options.synthetic_csv is not None:
         rows = generate(options.synthetic_rows, seed=options.seed)
-        data_module.write_csv(rows, options.synthetic_csv)
+        try:
+            data_module.write_csv(rows, options.synthetic_csv)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write the synthetic CSV {options.synthetic_csv}: "
+                f"{exc.strerror or exc}; expected a writable file path, pass "
+                "another --synthetic-csv"
+            ) from exc
         logger.info("synthetic rows written path=%s", options.synthetic_csv)
-    return data_module.from_synthetic(options.synthetic_rows, options.seed)
+    return dataset
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
+    """Create the model directory and prove it writable, before any training."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write the model directory {out_dir}: {exc.strerror or exc}; "
+            "expected a writable directory or a path where one can be created, "
+            "pass another --out"
+        ) from exc
+
+
+def _output_error(exc: OSError, out_dir: Path) -> OutputError:
+    where = exc.filename or out_dir
+    return OutputError(
+        f"cannot write {where}: {exc.strerror or exc}; expected the model "
+        f"directory {out_dir} to stay writable during the run"
+    )
+
+
+def _check_finite(scores: np.ndarray, part: str) -> None:
+    """Raise when training left the model giving NaN or infinite scores."""
+    bad = int(np.count_nonzero(~np.isfinite(scores)))
+    if bad:
+        raise TrainingError(
+            f"the trained model gives {bad} non-finite score(s) on the {len(scores)} "
+            f"{part} rows; expected probabilities in [0, 1]. Training diverged: "
+            "check the data for extreme values, or train with fewer --epochs"
+        )

@@ -39,7 +39,7 @@ def write(
 ) -> None:
     """Write ``report.json``, ``report.md`` and the plots into ``out_dir``."""
     (out_dir / "report.json").write_text(
-        json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8"
+        json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8"
     )
     (out_dir / "report.md").write_text(_markdown(report), encoding="utf-8")
     _plot_history(

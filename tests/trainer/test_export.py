@@ -114,3 +114,10 @@ def test_library_versions_name_the_conversion_stack() -> None:
 
     for name in ("python", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy"):
         assert versions[name]
+
+
+def test_metadata_with_nan_is_refused_rather_than_written_as_invalid_json(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        export.write_metadata(tmp_path / "model.json", {"metrics": float("nan")})
