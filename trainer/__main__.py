@@ -24,6 +24,13 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # default 10 epochs.
 _DEFAULT_SYNTHETIC_ROWS = 200_000
 
+# Keras and numpy take seeds from 0 to 2**32 - 1 and fail on others.
+_MAX_SEED = 2**32 - 1
+
+# Upper bound of counts (rows, epochs, batch size), far above any useful value;
+# it only keeps a typo from reaching numpy as an overflow.
+_MAX_COUNT = 2**31 - 1
+
 
 def _bounded(
     low: float, high: float, *, open_low: bool = False, open_high: bool = False
@@ -31,7 +38,12 @@ def _bounded(
     """Return an argparse type accepting floats between ``low`` and ``high``."""
 
     def parse(text: str) -> float:
-        value = float(text)
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number, got {text!r}"
+            ) from None
         too_low = value <= low if open_low else value < low
         too_high = value >= high if open_high else value > high
         if too_low or too_high or value != value:
@@ -44,11 +56,24 @@ def _bounded(
     return parse
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+def _integer(text: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from {low} to {high}, got {text}"
+        )
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _integer(text, 1, _MAX_COUNT)
+
+
+def _seed(text: str) -> int:
+    return _integer(text, 0, _MAX_SEED)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         default=0,
         help="seed of weight initialisation, shuffling and synthetic data; the "
         "train/validation/test split is always the original one",

@@ -44,6 +44,8 @@ def test_bad_data_exits_1_naming_column_and_row(
         ["--synthetic", "10", "--out", "x", "--recipe", "fancy"],
         ["--data", "a.csv", "--out", "x", "--synthetic-csv", "s.csv"],
         ["--synthetic", "10", "--out", "x", "--log-level", "chatty"],
+        ["--synthetic", "10", "--out", "x", "--seed", "-1"],
+        ["--synthetic", "10", "--out", "x", "--seed", str(2**32)],
     ],
     ids=[
         "no-source",
@@ -57,6 +59,8 @@ def test_bad_data_exits_1_naming_column_and_row(
         "unknown-recipe",
         "synthetic-csv-without-synthetic",
         "unknown-log-level",
+        "negative-seed",
+        "seed-above-32-bits",
     ],
 )
 def test_bad_arguments_exit_2(
@@ -95,3 +99,48 @@ def test_original_recipe_trains_every_epoch_without_class_weights(
     assert written["recipe"] == "original"
     assert written["training"]["epochs_run"] == 2
     assert written["training"]["class_weight"] is None
+
+
+@pytest.mark.parametrize(
+    ("flag", "text", "expected"),
+    [
+        ("--epochs", "ten", "expected an integer, got 'ten'"),
+        ("--min-precision", "high", "expected a number, got 'high'"),
+    ],
+    ids=["integer", "number"],
+)
+def test_text_for_a_number_is_named_in_the_error(
+    flag: str, text: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--synthetic", "3000", "--out", "x", flag, text])
+
+    assert f"argument {flag}: {expected}" in capsys.readouterr().err
+
+
+def test_out_that_is_a_file_exits_1_before_training(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trainer.pipeline
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started although --out is unusable")
+
+    monkeypatch.setattr(trainer.pipeline, "train", no_training)
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory")
+
+    status = main(["--synthetic", "3000", "--out", str(taken)])
+
+    assert status == 1
+    assert f"cannot write the model directory {taken}" in caplog.text
+    assert "pass another --out" in caplog.text
+
+
+def test_synthetic_csv_that_cannot_be_written_exits_1(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    argv = ["--synthetic", "3000", "--synthetic-csv", str(tmp_path)]
+
+    assert main([*argv, "--out", str(tmp_path / "m")]) == 1
+    assert f"cannot write the synthetic CSV {tmp_path}" in caplog.text
