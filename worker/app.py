@@ -162,6 +162,11 @@ class Worker:
             else:
                 self._run_at_least_once()
             clean = True
+        except KafkaException as exc:
+            raise KafkaFatalError(
+                f"expected the Kafka client to keep working, found {exc.args[0]}; "
+                "the worker stops; restart it (offsets stop at the last safe batch)"
+            ) from exc
         finally:
             self._shutdown(clean)
         return 0
@@ -170,7 +175,7 @@ class Worker:
         self._stopping = True
         self.metrics.ready.set(0)
         logger.info("worker stopping clean=%s", clean)
-        if not self.exactly_once and self._fatal is None:
+        if not self.exactly_once:
             self._producer.flush(_FLUSH_TIMEOUT_S)
             self._retire()
             self._commit(asynchronous=False)
@@ -499,12 +504,15 @@ class Worker:
     def _on_commit(
         self, err: KafkaError | None, partitions: list[TopicPartition]
     ) -> None:
-        if err is not None:
-            logger.warning("offset commit failed: %s", err)
-            return
-        failed = [tp for tp in partitions if tp.error is not None]
+        failed = [tp for tp in partitions if err is not None or tp.error is not None]
         if failed:
-            logger.warning("offset commit failed for %d partitions", len(failed))
+            # Forgetting them makes the next commit round send these offsets again.
+            self._ledger.retry_commit((tp.topic, tp.partition) for tp in failed)
+            logger.warning(
+                "offset commit failed for %d partitions: %s",
+                len(failed),
+                err if err is not None else failed[0].error,
+            )
             return
         self.metrics.commits.inc()
 
@@ -550,7 +558,7 @@ class Worker:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         logger.info("partitions revoked count=%d", len(revoked))
-        if not self.exactly_once and self._fatal is None:
+        if not self.exactly_once:
             # Every output of the revoked partitions must be acked before their
             # offsets are committed, and nothing later than that.
             self._producer.flush(_FLUSH_TIMEOUT_S)

@@ -150,8 +150,19 @@ class OffsetLedger:
         """Record that ``offsets`` were handed to a commit call."""
         self._committed.update(offsets)
 
+    def retry_commit(self, partitions: Iterable[TopicPartitionKey]) -> None:
+        """Treat the last commit of ``partitions`` as not done, so it is sent again."""
+        for tp in partitions:
+            self._committed.pop(tp, None)
+
     def forget(self, partitions: Iterable[TopicPartitionKey]) -> None:
-        """Drop the state of partitions this consumer no longer owns."""
+        """Drop the state of partitions this consumer no longer owns.
+
+        Batches still waiting for acks lose those partitions too, so a late ack can
+        never commit an offset of a partition another consumer now owns.
+        """
         for tp in partitions:
             self._safe.pop(tp, None)
             self._committed.pop(tp, None)
+            for batch in self._queue:
+                batch.next_offsets.pop(tp, None)

@@ -78,3 +78,14 @@ def test_refusals_reach_the_error_callback():
     batch.on_delivery("refused", None)
     batch.seal()
     assert seen == ["refused"] and batch.failed and batch.complete
+
+
+def test_late_ack_after_revocation_commits_nothing_for_the_lost_partition():
+    ledger = OffsetLedger()
+    batch = _batch(ledger, 1, p0=7, p1=3)
+
+    ledger.forget([("t", 1)])
+    batch.on_delivery(None, None)
+    ledger.collect()
+
+    assert ledger.safe_offsets() == {("t", 0): 7}

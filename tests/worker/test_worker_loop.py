@@ -1,0 +1,134 @@
+"""The run loop with in-memory clients: commits follow acknowledgements exactly."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from confluent_kafka import TopicPartition
+from fakes import FakeConsumer, FakeMessage, FakeProducer
+from modelkit import event, feature_rows
+from prometheus_client import CollectorRegistry
+
+from worker.app import Worker
+from worker.config import load_settings
+from worker.errors import DeliveryError
+from worker.metrics import Metrics
+from worker.model import load_model
+
+_TOPIC = "tx"
+
+
+def _messages(partition: int, first: int, count: int, fraud_at: int = -1) -> list:
+    rows = feature_rows(count, seed=partition + first)
+    if fraud_at >= 0:
+        rows[fraud_at, 0] = 9.0
+    return [
+        FakeMessage(
+            _TOPIC,
+            partition,
+            first + i,
+            orjson.dumps(event(f"p{partition}-{first + i}", row)),
+        )
+        for i, row in enumerate(rows)
+    ]
+
+
+@pytest.fixture
+def harness(model_dir):
+    settings = load_settings(
+        ["--model", str(model_dir), "--input-topic", _TOPIC, "--metrics-port", "-1"],
+        environ={},
+    )
+    consumer = FakeConsumer({})
+    producer = FakeProducer({})
+    registry = CollectorRegistry()
+    worker = Worker(
+        settings,
+        load_model(model_dir),
+        Metrics(registry),
+        consumer_factory=lambda config: consumer,
+        producer_factory=lambda config: producer,
+    )
+    return worker, consumer, producer, registry
+
+
+def _assign(worker, consumer, *partitions):
+    consumer.callbacks["on_assign"](
+        consumer, [TopicPartition(_TOPIC, p) for p in partitions]
+    )
+
+
+def test_revocation_commits_acknowledged_offsets_and_nothing_more(harness):
+    worker, consumer, producer, registry = harness
+    producer.ack_on_flush = False
+    consumer.steps = [
+        lambda: _assign(worker, consumer, 0, 1),
+        _messages(0, 0, 5),
+        _messages(1, 0, 4, fraud_at=2),
+        lambda: consumer.callbacks["on_revoke"](
+            consumer, [TopicPartition(_TOPIC, 0), TopicPartition(_TOPIC, 1)]
+        ),
+        worker.stop,
+    ]
+
+    worker.run()
+
+    # Partition 0's batch had no outputs and nothing before it: safe. Partition 1's
+    # alert was never acknowledged, so its offsets were never committed.
+    assert consumer.commits == [{(_TOPIC, 0): 5}]
+    assert registry.get_sample_value("fraud_worker_alerts_total") == 1
+    assert consumer.closed
+
+
+def test_later_batches_wait_for_an_earlier_unacknowledged_alert(harness):
+    worker, consumer, producer, _ = harness
+    producer.ack_on_flush = False
+    consumer.steps = [
+        lambda: _assign(worker, consumer, 0),
+        _messages(0, 0, 3, fraud_at=0),
+        _messages(0, 3, 3),
+        lambda: worker._commit(asynchronous=False),
+        producer.release,
+        lambda: worker._commit(asynchronous=False),
+        worker.stop,
+    ]
+
+    worker.run()
+
+    assert consumer.commits == [{(_TOPIC, 0): 6}]
+
+
+def test_refused_alert_stops_the_loop_after_committing_the_safe_prefix(harness):
+    worker, consumer, producer, registry = harness
+    producer.ack_on_flush = False
+    consumer.steps = [
+        lambda: _assign(worker, consumer, 0),
+        _messages(0, 0, 4),
+        _messages(0, 4, 4, fraud_at=1),
+        lambda: producer.release(error="MSG_SIZE_TOO_LARGE"),
+        _messages(0, 8, 4),
+    ]
+
+    with pytest.raises(DeliveryError, match="MSG_SIZE_TOO_LARGE"):
+        worker.run()
+
+    assert consumer.commits[-1] == {(_TOPIC, 0): 4}
+    assert all(c[(_TOPIC, 0)] <= 4 for c in consumer.commits)
+    assert registry.get_sample_value("fraud_worker_produce_errors_total") == 1
+
+
+def test_failed_async_commit_is_sent_again(harness):
+    worker, consumer, _, _ = harness
+    consumer.steps = [
+        lambda: _assign(worker, consumer, 0),
+        _messages(0, 0, 2),
+        lambda: worker._commit(asynchronous=True),
+        lambda: worker._on_commit("coordinator moved", [TopicPartition(_TOPIC, 0, 2)]),
+        lambda: worker._commit(asynchronous=True),
+        lambda: worker._commit(asynchronous=True),
+        worker.stop,
+    ]
+
+    worker.run()
+
+    assert consumer.commits == [{(_TOPIC, 0): 2}, {(_TOPIC, 0): 2}]
