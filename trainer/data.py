@@ -86,6 +86,20 @@ class Split:
     x_test: np.ndarray
     y_test: np.ndarray
 
+    def test_rows_seen_in_training(self) -> dict[str, int]:
+        """Count test rows whose features also appear in the train or validation part.
+
+        Exact copies on both sides of the split make test figures optimistic: the
+        public dataset repeats some fraud rows, and the original split keeps them.
+        """
+        seen = {row.tobytes() for row in self.x_train}
+        seen.update(row.tobytes() for row in self.x_val)
+        copied = np.array([row.tobytes() in seen for row in self.x_test], dtype=bool)
+        return {
+            "rows": int(copied.sum()),
+            "frauds": int(np.sum(copied & (self.y_test == 1))),
+        }
+
     def row_counts(self) -> dict[str, int]:
         """Return the number of rows per part."""
         return {

@@ -67,6 +67,14 @@ def run(options: TrainOptions) -> RunResult:
     dataset = _load(options)
     parts = data_module.split(dataset)
     logger.info("split rows=%s", parts.row_counts())
+    seen = parts.test_rows_seen_in_training()
+    if seen["rows"]:
+        logger.warning(
+            "test rows with an exact copy in training or validation rows=%d "
+            "frauds=%d; test figures are optimistic by up to that many rows",
+            seen["rows"],
+            seen["frauds"],
+        )
 
     # 2. train
     trained = train(
@@ -154,6 +162,7 @@ def run(options: TrainOptions) -> RunResult:
         },
         "data": training_data,
         "rows": parts.row_counts(),
+        "test_rows_seen_in_training": seen,
         "threshold": choice.threshold,
         "threshold_policy": choice.policy,
         "validation": threshold.ranking_metrics(parts.y_val, val_scores),

@@ -72,6 +72,10 @@ def _markdown(report: dict[str, Any]) -> str:
         f"- Data: {report['data']['source']} ({report['data']['rows']} rows; "
         f"train {report['rows']['train']}, validation {report['rows']['validation']}"
         f", test {report['rows']['test']})",
+        f"- Test rows with an exact copy in training or validation: "
+        f"{report['test_rows_seen_in_training']['rows']} "
+        f"({report['test_rows_seen_in_training']['frauds']} fraud); test figures "
+        "count them as unseen",
         f"- Threshold: {report['threshold']:.6f} ({policy['kind']}"
         + (
             f"; min precision {policy['min_precision']}, max false alarms per 10k "

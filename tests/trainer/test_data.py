@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer.data import Dataset, from_synthetic, load_csv, split, write_csv
+from trainer.data import Dataset, Split, from_synthetic, load_csv, split, write_csv
 from trainer.errors import DataValidationError
 from trainer.synthetic import FEATURE_COLUMNS, generate
 
@@ -293,3 +293,15 @@ def test_synthetic_rows_round_trip_through_csv(tmp_path: Path) -> None:
     assert header == ["Time", *FEATURE_COLUMNS, "Class"]
     np.testing.assert_array_equal(loaded.labels, data.labels)
     np.testing.assert_allclose(loaded.features, data.features.astype(np.float32))
+
+
+def test_test_rows_copied_from_training_or_validation_are_counted() -> None:
+    rows = np.arange(24, dtype=np.float32).reshape(8, 3)
+    labels = np.array([1, 0, 1, 0, 0, 0, 1, 0], dtype=np.int8)
+    # Test rows: a copy of a fraud training row, a copy of a legitimate
+    # validation row, and one unseen row.
+    x_test = np.stack([rows[0], rows[5], rows[0] + 100])
+    y_test = np.array([1, 0, 1], dtype=np.int8)
+    parts = Split(rows[:4], labels[:4], rows[4:], labels[4:], x_test, y_test)
+
+    assert parts.test_rows_seen_in_training() == {"rows": 2, "frauds": 1}

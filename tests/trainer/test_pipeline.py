@@ -127,6 +127,8 @@ def test_report_states_both_thresholds_and_the_real_rate_precision(
     assert written["test"]["at_0_5"]["threshold"] == 0.5
     assert len(written["history"]["val_loss"]) == written["training"]["epochs_run"]
     assert "threshold 0.5" in markdown
+    seen = written["test_rows_seen_in_training"]
+    assert f"exact copy in training or validation: {seen['rows']} " in markdown
     assert "precision at the real fraud rate 0.173%" in markdown
 
 
