@@ -37,6 +37,10 @@ REAL_FRAUD_RATE = 0.001727
 _LOWEST_THRESHOLD = 1e-6
 _HIGHEST_THRESHOLD = 1.0 - 2**-24
 
+# Below this many validation frauds one fraud moves recall by more than 5 points, so
+# the chosen threshold mostly reflects chance; the run goes on with a warning.
+_FEW_FRAUDS = 20
+
 
 @dataclass(frozen=True)
 class ThresholdChoice:
@@ -70,6 +74,13 @@ def choose(
     tp, fp = true_alerts[cut], false_alerts[cut]
     frauds = int(sorted_labels.sum())
     legit = len(sorted_labels) - frauds
+    if frauds < _FEW_FRAUDS:
+        logger.warning(
+            "only %d fraud row(s) in validation; the threshold chosen on them is "
+            "unreliable, train on data with at least %d validation frauds",
+            frauds,
+            _FEW_FRAUDS,
+        )
 
     # 2. which cuts meet the targets
     precision = tp / (tp + fp)
@@ -117,6 +128,8 @@ def choose(
         "chosen_on": "validation",
         "target_met": target_met,
         "validation": {
+            "frauds": frauds,
+            "legitimate": legit,
             "precision": float(precision[best]),
             "recall": float(recall[best]),
             "false_alarms_per_10k": float(per_10k[best]),

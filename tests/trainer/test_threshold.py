@@ -133,3 +133,13 @@ def test_ranking_metrics_of_a_perfect_ranking_are_one() -> None:
     result = ranking_metrics(labels, np.array([0.1, 0.2, 0.8, 0.9]))
 
     assert result == {"roc_auc": 1.0, "pr_auc": 1.0}
+
+
+def test_few_validation_frauds_are_recorded_and_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    choice = choose(_LABELS, _SCORES, min_precision=0.8, max_false_alarms_per_10k=None)
+
+    assert choice.policy["validation"]["frauds"] == 5
+    assert choice.policy["validation"]["legitimate"] == 5
+    assert "only 5 fraud row(s) in validation" in caplog.text
