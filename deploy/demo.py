@@ -901,9 +901,18 @@ def _write_result(
     path.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; return 0 after printing the summary."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    # Ctrl-C and SIGTERM both unwind through the cleanup, which stops the worker and
+    # any broker this run started; a shell that starts the demo in the background
+    # would otherwise leave SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         args = build_parser().parse_args(argv)
         return run(args)

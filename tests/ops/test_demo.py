@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -172,3 +173,38 @@ def test_demo_from_scratch_trains_starts_a_broker_and_stops_it(demo, tmp_path):
 def test_an_unreachable_given_broker_is_reported_with_advice(demo):
     with pytest.raises(demo.DemoError, match="unset it to let the demo start"):
         demo.check_broker("127.0.0.1:1", timeout_s=1.0)
+
+
+@pytest.mark.integration
+def test_sigterm_while_holding_stops_the_worker_and_deletes_the_topics(
+    tiny_model_dir, kafka_bootstrap, kafka_admin, tmp_path
+):
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    topics_before = set(kafka_admin.list_topics(timeout=10).topics)
+    process = subprocess.Popen(
+        [
+            sys.executable, str(ROOT / "deploy" / "demo.py"),
+            "--model", str(tiny_model_dir), "--out", str(tmp_path / "demo"),
+            "--events", "200", "--rate", "1000", "--backlog-events", "0", "--hold",
+        ],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    output: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            if line.startswith("Worker still running"):
+                process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=_DEMO_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = "".join(output)
+
+    # SIGTERM ends the hold the way Ctrl-C does: through the normal cleanup.
+    assert code == 0, text
+    assert "7. stopping" in text and "worker stopped (exit code 0)" in text
+    leftover = set(kafka_admin.list_topics(timeout=10).topics) - topics_before
+    assert not {name for name in leftover if name.startswith("demo-")}
