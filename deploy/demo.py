@@ -31,6 +31,7 @@ import contextlib
 import csv
 import dataclasses
 import importlib.util
+import io
 import json
 import logging
 import math
@@ -845,8 +846,10 @@ def run(args: argparse.Namespace) -> int:
         _write_result(out / "summary.json", verdict, phases, final, worker, wall_s)
 
         if args.hold:
-            print(f"\nWorker still running: {worker.metrics_url}  (Ctrl-C stops)")
+            # The message goes out inside the block: a Ctrl-C that answers it
+            # always ends the hold, never the run.
             with contextlib.suppress(KeyboardInterrupt):
+                print(f"\nWorker still running: {worker.metrics_url}  (Ctrl-C stops)")
                 while worker.process.poll() is None:
                     time.sleep(1)
 
@@ -908,6 +911,10 @@ def _interrupt(signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; return 0 after printing the summary."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    # Each step shows as it happens, in order with the replay's output, even when
+    # stdout is a pipe (make demo | tee demo.log).
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     # Ctrl-C and SIGTERM both unwind through the cleanup, which stops the worker and
     # any broker this run started; a shell that starts the demo in the background
     # would otherwise leave SIGINT ignored.

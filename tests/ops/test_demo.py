@@ -180,6 +180,7 @@ def test_sigterm_while_holding_stops_the_worker_and_deletes_the_topics(
     tiny_model_dir, kafka_bootstrap, kafka_admin, tmp_path
 ):
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    env.pop("PYTHONUNBUFFERED", None)  # the demo must flush its own lines
     topics_before = set(kafka_admin.list_topics(timeout=10).topics)
     process = subprocess.Popen(
         [
