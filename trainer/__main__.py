@@ -24,6 +24,8 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # default 10 epochs.
 _DEFAULT_SYNTHETIC_ROWS = 200_000
 
+_DEFAULT_MIN_PRECISION = 0.90
+
 # Keras and numpy take seeds from 0 to 2**32 - 1 and fail on others.
 _MAX_SEED = 2**32 - 1
 
@@ -128,8 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min-precision",
         type=_bounded(0.0, 1.0, open_low=True),
-        default=0.90,
-        help="threshold target: least validation precision (default 0.90)",
+        default=None,
+        help="threshold target: least validation precision (default "
+        f"{_DEFAULT_MIN_PRECISION:g})",
     )
     parser.add_argument(
         "--max-false-alarms-per-10k",
@@ -167,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.synthetic_csv is not None and args.synthetic is None:
         _parser().error("--synthetic-csv needs --synthetic N")
+    targets = (args.min_precision, args.max_false_alarms_per_10k)
+    if args.threshold is not None and targets != (None, None):
+        _parser().error(
+            "--threshold sets the threshold itself; drop --min-precision and "
+            "--max-false-alarms-per-10k, which steer its choice on validation data"
+        )
     logging.basicConfig(level=args.log_level, format=_LOG_FORMAT)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -183,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
-        min_precision=args.min_precision,
+        min_precision=(
+            _DEFAULT_MIN_PRECISION if args.min_precision is None else args.min_precision
+        ),
         max_false_alarms_per_10k=args.max_false_alarms_per_10k,
         fixed_threshold=args.threshold,
     )

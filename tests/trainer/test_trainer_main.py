@@ -46,6 +46,16 @@ def test_bad_data_exits_1_naming_column_and_row(
         ["--synthetic", "10", "--out", "x", "--log-level", "chatty"],
         ["--synthetic", "10", "--out", "x", "--seed", "-1"],
         ["--synthetic", "10", "--out", "x", "--seed", str(2**32)],
+        [
+            "--synthetic",
+            "10",
+            "--out",
+            "x",
+            "--threshold",
+            "0.5",
+            "--min-precision",
+            "0.8",
+        ],
     ],
     ids=[
         "no-source",
@@ -61,6 +71,7 @@ def test_bad_data_exits_1_naming_column_and_row(
         "unknown-log-level",
         "negative-seed",
         "seed-above-32-bits",
+        "threshold-with-a-target",
     ],
 )
 def test_bad_arguments_exit_2(
