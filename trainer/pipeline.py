@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -171,7 +172,7 @@ def run(options: TrainOptions) -> RunResult:
             "max_abs_difference": exported.max_abs_difference,
             "rows_compared": exported.rows_compared,
         },
-        "history": trained.history,
+        "history": _json_history(trained.history),
     }
 
     # 5. write the report, then model.json last
@@ -233,6 +234,18 @@ def _output_error(exc: OSError, out_dir: Path) -> OutputError:
         f"cannot write {where}: {exc.strerror or exc}; expected the model "
         f"directory {out_dir} to stay writable during the run"
     )
+
+
+def _json_history(history: dict[str, list[float]]) -> dict[str, list[float | None]]:
+    """Return the per-epoch values with NaN or infinity, which JSON lacks, as None.
+
+    A diverged epoch can leave NaN in the history while early stopping restores
+    the weights of an earlier, sound epoch.
+    """
+    return {
+        key: [value if math.isfinite(value) else None for value in values]
+        for key, values in history.items()
+    }
 
 
 def _check_finite(scores: np.ndarray, part: str) -> None:

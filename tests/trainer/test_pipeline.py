@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import numpy as np
@@ -15,6 +17,7 @@ import schemas
 import trainer.pipeline
 from trainer.data import load_csv, split
 from trainer.errors import TrainingError
+from trainer.model import TrainedModel
 from trainer.pipeline import RunResult, TrainOptions, run
 from trainer.report import PLOT_FILES
 from trainer.synthetic import FEATURE_COLUMNS
@@ -179,3 +182,25 @@ def test_diverged_training_stops_before_anything_is_exported(
         run(TrainOptions(out_dir=tmp_path, synthetic_rows=3_000, epochs=1))
     assert not (tmp_path / "model.onnx").exists()
     assert not (tmp_path / "model.json").exists()
+
+
+def test_nan_in_the_training_history_is_written_as_null(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_train = trainer.pipeline.train
+
+    def diverged_once(*args: Any, **kwargs: Any) -> TrainedModel:
+        trained = real_train(*args, **kwargs)
+        history = {
+            **trained.history,
+            "loss": [float("nan"), *trained.history["loss"][1:]],
+        }
+        return dataclasses.replace(trained, history=history)
+
+    monkeypatch.setattr(trainer.pipeline, "train", diverged_once)
+
+    run(TrainOptions(out_dir=tmp_path, synthetic_rows=3_000, epochs=2))
+
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["history"]["loss"][0] is None
+    assert (tmp_path / "model.json").exists()
