@@ -1,7 +1,8 @@
 """Profile the worker's hot path while it drains a backlog, with py-spy.
 
-Fills a private topic, starts ``python -m worker`` under ``py-spy record`` (raw
-collapsed stacks, 250 samples/s, idle time left out), waits until every event is
+Fills a private topic, starts ``python -m worker``, attaches ``py-spy record`` once
+its metrics answer (imports and model load done; raw collapsed stacks, 250
+samples/s, idle time left out), waits until every event is
 retired, and prints the functions with the most samples: self (the leaf frame) and
 inclusive (anywhere on the stack). Needs ``pip install py-spy`` and permission to
 trace child processes (root, or ptrace_scope 0).
@@ -111,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"bench-{topics.run_id}-profile", backlog, alerts, dlq,
                     args.out / "worker.log", model_dir=args.model, batch=batch,
                 ) as subject:  # fmt: skip
+                    while subject.try_scrape() is None:  # imports and model load
+                        time.sleep(0.02)
                     recorder = subprocess.Popen(
                         [spy, "record", "--pid", str(subject.process.pid),
                          "--rate", str(_RATE_HZ), "--format", "raw",

@@ -365,7 +365,8 @@ def run(mode: Mode, out: Path, model_dir: Path | None) -> dict[str, Any]:
         "method": {
             "drain": "events retired / seconds between the first scrape showing "
             "events consumed and the scrape showing every event's outputs "
-            f"acknowledged (scrapes every 25 ms); input topic of {mode.events:,} "
+            "acknowledged (scrapes every 20 ms near start and end, 250 ms "
+            f"between); input topic of {mode.events:,} "
             f"events in {_INPUT_PARTITIONS} partitions, fresh consumer group each",
             "latency": "growth of fraud_worker_end_to_end_latency_seconds (Kafka "
             "timestamp at produce() -> output acknowledged) over each paced load, "
