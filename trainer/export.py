@@ -54,6 +54,8 @@ _PARITY_TOLERANCE = 1e-5
 
 _PARITY_BATCH = 4096
 
+_BATCH_DIM = "N"
+
 _VERSIONED_LIBRARIES = (
     "tensorflow",
     "tensorflow-cpu",
@@ -100,6 +102,10 @@ def export_onnx(model: keras.Model, path: Path, check_rows: np.ndarray) -> Expor
     except Exception as exc:
         raise ExportError(f"tf2onnx could not convert the model: {exc}") from exc
     proto.doc_string = "fraudstream fraud classifier: raw features in, probability out"
+    # tf2onnx gives the input's and the output's batch sizes unrelated generated
+    # names; one name says they are the same N.
+    for value in (*proto.graph.input, *proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = _BATCH_DIM
     payload = proto.SerializeToString()
 
     # 2. check the graph, its interface and its numbers before writing
