@@ -36,14 +36,16 @@ $(INSTALLED): pyproject.toml
 	@touch $@
 
 # The session fixture in tests/conftest.py starts the local broker when none is
-# reachable and stops only a broker it started itself.
+# reachable and stops only a broker it started itself. Prometheus and promtool
+# (Debian's prometheus package) check the deploy/ files and scrape a live worker.
 test: install
+	sh deploy/prometheus/ensure-prometheus.sh
 	$(PY) -m pytest
 
 lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
-	$(PY) -m mypy worker trainer schemas
+	$(PY) -m mypy worker trainer schemas bench deploy/demo.py tests/ops
 
 demo: install
 	$(PY) deploy/demo.py
