@@ -24,6 +24,7 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # default 10 epochs.
 _DEFAULT_SYNTHETIC_ROWS = 200_000
 
+# Default threshold target: at least nine alerts in ten are frauds on validation.
 _DEFAULT_MIN_PRECISION = 0.90
 
 # Keras and numpy take seeds from 0 to 2**32 - 1 and fail on others.

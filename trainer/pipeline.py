@@ -63,8 +63,19 @@ def run(options: TrainOptions) -> RunResult:
     Raises:
         TrainerError: bad options or data, or a failed export.
     """
-    # 1. data, after the model directory is known to be writable
+    created = not options.out_dir.exists()
     _prepare_out_dir(options.out_dir)
+    try:
+        return _run(options)
+    except TrainerError:
+        # A failed run into a new directory leaves no empty directory behind.
+        if created and not any(options.out_dir.iterdir()):
+            options.out_dir.rmdir()
+        raise
+
+
+def _run(options: TrainOptions) -> RunResult:
+    # 1. data
     dataset = _load(options)
     parts = data_module.split(dataset)
     logger.info("split rows=%s", parts.row_counts())

@@ -27,7 +27,7 @@ def test_bad_data_exits_1_naming_column_and_row(
     assert status == 1
     assert "column Amount row 3" in caplog.text
     assert "'twelve'" in caplog.text
-    assert not (tmp_path / "m" / "model.json").exists()
+    assert not (tmp_path / "m").exists()
 
 
 @pytest.mark.parametrize(
