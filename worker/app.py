@@ -32,7 +32,13 @@ from confluent_kafka import (
 
 from worker.config import Settings
 from worker.decode import DecodedBatch, Decoder
-from worker.errors import ConfigError, DeliveryError, FencedError, KafkaFatalError
+from worker.errors import (
+    ConfigError,
+    DeliveryError,
+    FencedError,
+    KafkaAuthError,
+    KafkaFatalError,
+)
 from worker.metrics import Metrics
 from worker.model import Model
 from worker.offsets import OffsetLedger, PendingBatch, TopicPartitionKey
@@ -45,8 +51,9 @@ logger = logging.getLogger(__name__)
 # Shutdown and revocation wait this long for outstanding acks; past it, offsets of the
 # unacknowledged batches are simply not committed.
 _FLUSH_TIMEOUT_S = 30.0
-# Transaction calls block on the broker; this bounds a stuck call before it is retried.
-_TXN_TIMEOUT_S = 30.0
+# Transaction calls block on the broker; this bounds one attempt before it is retried
+# (short, so that a refused login is noticed between attempts).
+_TXN_TIMEOUT_S = 5.0
 # Lag needs one cached watermark lookup per partition; every few seconds is plenty.
 _LAG_INTERVAL_S = 5.0
 # While outputs await their acks, poll at least this often so that acks (and with
@@ -57,6 +64,9 @@ _QUEUE_FULL_WAIT_S = 0.05
 # A consumer error repeated every poll would flood the log; repeat at most this often.
 _ERROR_LOG_INTERVAL_S = 10.0
 
+_AUTH_CODES = frozenset(
+    {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
+)
 _FENCING_CODES = frozenset(
     {
         KafkaError._FENCED,
@@ -112,6 +122,7 @@ class Worker:
         self._assigned: set[TopicPartitionKey] = set()
         self._stopping = False
         self._fatal: KafkaError | None = None
+        self._auth_error: KafkaError | None = None
         self._last_error_log = 0.0
         self._kafka_logger = logging.getLogger("worker.kafka")
         try:
@@ -293,28 +304,31 @@ class Worker:
 
     def _finish_transaction(self, batch: PendingBatch) -> None:
         offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
+        metadata = self._consumer.consumer_group_metadata()
         producer = self._producer
-        try:
-            producer.send_offsets_to_transaction(
-                offsets, self._consumer.consumer_group_metadata(), _TXN_TIMEOUT_S
-            )
-            while True:
-                try:
-                    producer.commit_transaction(_TXN_TIMEOUT_S)
-                    return
-                except KafkaException as exc:
-                    err: KafkaError = exc.args[0]
-                    if not err.retriable() or err.txn_requires_abort():
-                        raise
-                    logger.warning("transaction commit retried: %s", err)
-        except KafkaException as exc:
-            self._raise_transaction_error(exc)
+        self._call_txn(
+            producer.send_offsets_to_transaction, offsets, metadata, _TXN_TIMEOUT_S
+        )
+        self._call_txn(producer.commit_transaction, _TXN_TIMEOUT_S)
 
-    def _call_txn(self, call: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return call(*args)
-        except KafkaException as exc:
-            self._raise_transaction_error(exc)
+    def _call_txn(self, call: Callable[..., Any], *args: Any) -> None:
+        """Run a transactional call, retrying for as long as librdkafka says it may.
+
+        A broker outage makes these calls time out with retriable errors; they are
+        repeated until the broker is back or the worker is asked to stop.
+        """
+        while True:
+            try:
+                call(*args)
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                retry = err.retriable() and not err.txn_requires_abort()
+                if not retry or err.fatal() or self._stopping:
+                    self._raise_transaction_error(exc)
+                self._producer.poll(0)
+                self._raise_if_fatal()
+                self._warn_throttled("transaction call retried: %s", err)
 
     def _raise_transaction_error(self, exc: KafkaException) -> None:
         err: KafkaError = exc.args[0]
@@ -517,16 +531,29 @@ class Worker:
         self.metrics.commits.inc()
 
     def _on_error(self, err: KafkaError) -> None:
+        if err.code() in _AUTH_CODES:
+            self._auth_error = err
+            return
         if err.fatal():
             self._fatal = err
             logger.error("kafka fatal error: %s", err)
             return
+        self._warn_throttled("kafka error (the client retries): %s", err)
+
+    def _warn_throttled(self, message: str, *args: Any) -> None:
         now = time.monotonic()
         if now - self._last_error_log >= _ERROR_LOG_INTERVAL_S:
             self._last_error_log = now
-            logger.warning("kafka error (the client retries): %s", err)
+            logger.warning(message, *args)
 
     def _raise_if_fatal(self) -> None:
+        if self._auth_error is not None:
+            raise KafkaAuthError(
+                "expected the broker to accept this client's credentials, found "
+                f"authentication refused ({self._auth_error.str()}); check "
+                "sasl.username, sasl.password and sasl.mechanism in --kafka-config "
+                "or -X (values are not logged)"
+            )
         if self._fatal is not None and self._fatal.code() in _FENCING_CODES:
             raise FencedError(
                 f"expected to own transactional id {self.settings.transactional_id!r}, "

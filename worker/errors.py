@@ -7,6 +7,7 @@ __all__ = [
     "DeliveryError",
     "FencedError",
     "FraudWorkerError",
+    "KafkaAuthError",
     "KafkaFatalError",
     "ModelLoadError",
     "SchemaMismatchError",
@@ -39,3 +40,7 @@ class KafkaFatalError(FraudWorkerError):
 
 class FencedError(KafkaFatalError):
     """Another instance took over this transactional id; this one must stop."""
+
+
+class KafkaAuthError(ConfigError):
+    """The broker refused this client's credentials; a retry cannot fix that."""

@@ -11,13 +11,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from prometheus_client import CollectorRegistry
 
 from worker.app import Worker
 from worker.config import load_settings
 from worker.metrics import Metrics
 from worker.model import load_model
+
+_COMMITTED_ATTEMPTS = 20
 
 
 def produce(
@@ -86,10 +94,24 @@ def read(
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
     """Return the committed offset of each partition for ``group`` (-1001 = none)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    wanted = [TopicPartition(topic, p) for p in range(partitions)]
     try:
-        tps = consumer.committed(
-            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
-        )
+        # Right after a broker restart the group coordinator may still be loading;
+        # such errors are retriable and pass within seconds.
+        for _ in range(_COMMITTED_ATTEMPTS - 1):
+            try:
+                tps = consumer.committed(wanted, timeout=10)
+                break
+            except KafkaException as exc:
+                if not exc.args[0].retriable() and exc.args[0].code() not in (
+                    KafkaError.NOT_COORDINATOR,
+                    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                    KafkaError.COORDINATOR_NOT_AVAILABLE,
+                ):
+                    raise
+                time.sleep(0.5)
+        else:
+            tps = consumer.committed(wanted, timeout=10)
     finally:
         consumer.close()
     return [tp.offset for tp in tps]
