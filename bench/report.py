@@ -81,6 +81,10 @@ def format_table(result: dict[str, Any]) -> str:
         "",
         f"fraudstream benchmark ({result['mode']}, {result['events']:,} events, "
         f"{result['cpu_count']} CPUs, commit {result['commit']})",
+        "load average (1/5/15 min) at start "
+        + "/".join(f"{x:.1f}" for x in result["loadavg_at_start"])
+        + ", at end "
+        + "/".join(f"{x:.1f}" for x in result["loadavg_at_end"]),
         "",
         f"{'variant':<34}{'events/s':>11}{'CPU-s/M':>9}{'RSS MB':>8}"
         f"{'p50 ms':>8}{'p99 ms':>8}  (latency at 20k/s)",
@@ -114,7 +118,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"ratios   d/a {_num(r['d_over_a'], 2)}   d/b {_num(r['d_over_b'], 0)}   "
         f"d/c {_num(r['d_over_c'], 1)}",
         "",
-        "latency (worker histogram; p50/p95/p99 ms, achieved events/s)",
+        "latency at offered loads (worker histogram; p50/p95/p99 ms)",
     ]
     for key in ("a", "c", "d"):
         parts = []
@@ -132,6 +136,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(
             f"  {s['max_batch_size']:>5} x {s['max_batch_wait_ms']:>3} ms"
             f"{_num(s['eps']):>10}{_num(s['cpu_s_per_million'], 1):>8}"
+            + (f"   ({s['note']})" if s.get("note") else "")
         )
     lines += ["", "targets"]
     for t in result["targets"]:
