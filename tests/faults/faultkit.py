@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,10 +127,21 @@ class WorkerProcess:
         self.process.wait(_STOP_TIMEOUT_S)
 
     def stop(self) -> int:
-        """SIGTERM and wait; return the exit code."""
+        """SIGTERM and wait; return the exit code.
+
+        Raises:
+            AssertionError: the worker did not exit in time; it is killed first.
+        """
         if self.alive:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(_STOP_TIMEOUT_S)
+        try:
+            return self.process.wait(_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"worker ignored SIGTERM for {_STOP_TIMEOUT_S:.0f} s and was killed; "
+                f"its log: {self.log_path}"
+            ) from None
 
     def wait(self, timeout_s: float) -> int:
         return self.process.wait(timeout_s)
@@ -172,9 +183,13 @@ class WorkerFleet:
         return "\n".join(run.log() for run in self.runs)
 
     def stop_all(self) -> None:
+        """Stop every run still alive; a run that ignores SIGTERM is killed."""
         for run in self.runs:
             if run.alive:
-                run.stop()
+                try:
+                    run.stop()
+                except AssertionError:
+                    pass  # killed; the test reports its own failure
 
 
 class Feeder:
@@ -322,7 +337,10 @@ def wait_until_committed(
     def all_committed() -> bool:
         if also is not None:
             also()
-        offsets = kafkakit.committed(bootstrap, group, topic, partitions)
+        try:
+            offsets = kafkakit.committed(bootstrap, group, topic, partitions)
+        except KafkaException:
+            return False  # e.g. the coordinator is still loading after a restart
         return sum(max(o, 0) for o in offsets) >= total
 
     kafkakit.wait_for(all_committed, timeout_s, f"{group} to commit {total} offsets")

@@ -62,12 +62,22 @@ def _run_outage(
     feeder = Feeder(bootstrap, source, events, rate, tmp_path / "feeder.log")
     worker = fleet.start()
     stream_s = events / rate
+
+    def worker_alive() -> None:
+        assert worker.alive, f"worker exited:\n{worker.log()[-4000:]}"
+
     try:
         for k in range(outages):
             # Each outage starts while events are still streaming in.
             done = k * events // outages + events // (2 * outages)
             wait_until_committed(
-                bootstrap, group, source, _PARTITIONS, done, timeout_s=stream_s + 60
+                bootstrap,
+                group,
+                source,
+                _PARTITIONS,
+                done,
+                timeout_s=stream_s + 60,
+                also=worker_alive,
             )
             private.stop()
             stopped_at = time.monotonic()
@@ -81,7 +91,13 @@ def _run_outage(
 
         feeder.wait(stream_s + 180)
         wait_until_committed(
-            bootstrap, group, source, _PARTITIONS, events, timeout_s=stream_s + 180
+            bootstrap,
+            group,
+            source,
+            _PARTITIONS,
+            events,
+            timeout_s=stream_s + 180,
+            also=worker_alive,
         )
         assert worker.alive, worker.log()
         assert worker.stop() == 0, worker.log()

@@ -130,10 +130,6 @@ def test_right_scram_credentials_let_the_worker_score_events(
     assert "sasl.password=***" in log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker treats a refused SASL login as retriable and retries forever",
-)
 @pytest.mark.parametrize(
     ("listener", "guarantee"),
     [("sasl-plaintext", "at-least-once"), ("sasl-ssl", "exactly-once")],
