@@ -1,7 +1,8 @@
 """Variant a, the passthrough ceiling: consume and produce the same bytes.
 
 No decoding, no model: each record's value and key go unchanged to the output topic.
-Consumer and producer are configured as the worker's, and the process serves the
+Consumer and producer are configured as the worker's (idempotent producer, acks=all,
+linger 1 ms, a 1 ms consume wait while outputs await acks), and the process serves the
 worker's metric names (``fraud_worker_events_consumed_total``,
 ``fraud_worker_end_to_end_latency_seconds``, ``fraud_worker_ready``) so that the
 benchmark measures it exactly as it measures the worker.
@@ -41,6 +42,10 @@ logger = logging.getLogger("bench.passthrough")
 
 # Offsets are committed this often, like the worker's default commit interval.
 _COMMIT_INTERVAL_S = 1.0
+# As in the worker: while outputs await acks, consume waits at most this long, and
+# the producer lingers 1 ms.
+_ACK_POLL_S = 0.001
+_LINGER_MS = 1
 _FLUSH_TIMEOUT_S = 30.0
 _QUEUE_FULL_WAIT_S = 0.05
 
@@ -64,7 +69,7 @@ class _Passthrough:
         self.producer = Producer(
             {
                 "bootstrap.servers": args.bootstrap_servers,
-                "linger.ms": 5,
+                "linger.ms": _LINGER_MS,
                 "enable.idempotence": True,
                 "acks": "all",
                 "delivery.report.only.error": True,
@@ -91,7 +96,8 @@ class _Passthrough:
         produced = 0
         next_commit = time.monotonic() + _COMMIT_INTERVAL_S
         while not self.stopping:
-            messages = consumer.consume(args.max_batch_size, wait_s)
+            timeout = min(wait_s, _ACK_POLL_S) if pending else wait_s
+            messages = consumer.consume(args.max_batch_size, timeout)
             if messages:
                 stamps = []
                 for message in messages:
