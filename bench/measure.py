@@ -220,12 +220,14 @@ def start_subject(
     batch: tuple[int, int] | None = None,
     extra_args: Sequence[str] = (),
 ) -> Iterator[Subject]:
-    """Start a worker (``kind="worker"``) or the passthrough; stop it on exit.
+    """Start a worker, the passthrough or its consume-only floor; stop it on exit.
 
     ``batch`` is (max_batch_size, max_batch_wait_ms); None keeps the defaults.
     ``extra_args`` are appended to the command line.
     """
     port = _free_port()
+    if kind not in ("worker", "passthrough", "floor"):
+        raise ValueError(f"kind must be worker, passthrough or floor, got {kind!r}")
     if kind == "worker":
         command = [
             sys.executable, "-m", "worker",
@@ -248,6 +250,8 @@ def start_subject(
             "--output-topic", output_topic,
             "--metrics-port", str(port),
         ]  # fmt: skip
+        if kind == "floor":
+            command.append("--consume-only")
     if batch is not None:
         command += ["--max-batch-size", str(batch[0])]
         command += ["--max-batch-wait-ms", str(batch[1])]

@@ -12,6 +12,10 @@ reports only errors, and ``len(producer)`` drops as records are acknowledged. Ba
 retire in consumption order once that many records are acknowledged; latency runs from
 each record's Kafka timestamp to the poll that saw its batch retire, as in the worker.
 
+With ``--consume-only`` nothing is produced and each batch retires as soon as it is
+consumed: the latency of the broker and the consumer alone, the floor under every
+subject's latency on this machine.
+
 Usage::
 
     python -m bench.passthrough --bootstrap-servers HOST:PORT --group-id G \
@@ -91,6 +95,7 @@ class _Passthrough:
         consumer.subscribe([args.input_topic], on_assign=self._on_assign)
         produce = producer.produce
         output = args.output_topic
+        consume_only = args.consume_only
         wait_s = args.max_batch_wait_ms / 1000.0
         pending: collections.deque[tuple[int, np.ndarray]] = collections.deque()
         produced = 0
@@ -104,6 +109,8 @@ class _Passthrough:
                     if message.error() is not None:
                         continue
                     stamps.append(message.timestamp()[1])
+                    if consume_only:
+                        continue
                     while True:
                         try:
                             produce(output, message.value(), message.key())
@@ -150,6 +157,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", type=int, required=True)
     parser.add_argument("--max-batch-size", type=int, default=512)
     parser.add_argument("--max-batch-wait-ms", type=int, default=5)
+    parser.add_argument(
+        "--consume-only",
+        action="store_true",
+        help="produce nothing; latency of broker and consumer alone",
+    )
     return parser
 
 

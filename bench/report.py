@@ -120,9 +120,9 @@ def format_table(result: dict[str, Any]) -> str:
         "",
         "latency at offered loads (worker histogram; p50/p95/p99 ms)",
     ]
-    for key in ("a", "c", "d"):
+    for key in ("floor", "a", "c", "d"):
         parts = []
-        for p in variants[key].get("latency", []):
+        for p in variants.get(key, {}).get("latency", []):
             if p["saturated"]:
                 parts.append(f"{p['offered_eps'] / 1000:g}k: saturated")
             else:
@@ -130,7 +130,7 @@ def format_table(result: dict[str, Any]) -> str:
                     f"{p['offered_eps'] / 1000:g}k: {_num(p['p50_ms'], 1)}/"
                     f"{_num(p['p95_ms'], 1)}/{_num(p['p99_ms'], 1)}"
                 )
-        lines.append(f"  {key}  " + "   ".join(parts))
+        lines.append(f"  {key:<6}" + "   ".join(parts))
     lines += ["", "sweep (max_batch_size x max_batch_wait_ms: events/s, CPU-s/M)"]
     for s in result["sweep"]:
         lines.append(
@@ -143,6 +143,11 @@ def format_table(result: dict[str, Any]) -> str:
         value = _num(t["value"], 2 if t["name"] == "d / a" else 1)
         verdict = "met" if t["met"] else "NOT MET"
         lines.append(f"  {t['name']:<20}{t['goal']:<18}{value:>12}   {verdict}")
+    floor = result.get("floor_p99_ms_at_20k")
+    if floor is not None:
+        lines.append(
+            f"  (consume-only floor on this machine now: p99 {floor:,.1f} ms at 20k/s)"
+        )
     return "\n".join(lines)
 
 
@@ -157,10 +162,20 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         logger.warning("matplotlib not installed; no chart written")
         return False
     fig, ax = plt.subplots(figsize=(8, 5))
-    colours = {"a": "tab:grey", "c": "tab:orange", "d": "tab:blue"}
-    labels = {"a": "a passthrough", "c": "c batch=1", "d": "d defaults"}
+    colours = {
+        "floor": "tab:green",
+        "a": "tab:grey",
+        "c": "tab:orange",
+        "d": "tab:blue",
+    }
+    labels = {
+        "floor": "consume-only floor",
+        "a": "a passthrough",
+        "c": "c batch=1",
+        "d": "d defaults",
+    }
     for key, colour in colours.items():
-        variant = result["variants"][key]
+        variant = result["variants"].get(key, {})
         points = [p for p in variant.get("latency", []) if not p["saturated"]]
         if points:
             xs = [p["achieved_eps"] for p in points]

@@ -2,7 +2,9 @@
 
 One run, one broker, one backlog, one machine:
 
-a. passthrough ceiling: consume and produce the same bytes (``bench.passthrough``);
+a. passthrough ceiling: consume and produce the same bytes (``bench.passthrough``),
+   and its consume-only mode for latency: the floor the broker, the load generator
+   and the machine set under every subject;
 b. the notebook's way: Keras ``model.predict`` on one event per call, on a short
    sample, rate extrapolated (``bench.seed_style``, its own process);
 c. the worker with ``max_batch_size=1`` (one onnxruntime call per event);
@@ -26,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import platform
 import subprocess
@@ -99,7 +102,7 @@ QUICK = Mode(
     name="quick",
     events=20_000,
     loads=(5_000.0, 20_000.0),
-    load_seconds=2.0,
+    load_seconds=1.5,
     seed_style_events=20,
     sweep=((64, 1), (2048, 20)),
     repeats=1,
@@ -212,7 +215,7 @@ class Bench:
     def _subject(
         self, name: str, kind: str, input_topic: str, batch: tuple[int, int] | None
     ) -> Any:
-        output = self.passthrough_out if kind == "passthrough" else self.alerts
+        output = self.alerts if kind == "worker" else self.passthrough_out
         return start_subject(
             name,
             kind,
@@ -338,6 +341,10 @@ def run(mode: Mode, out: Path, model_dir: Path | None) -> dict[str, Any]:
                 if name == "d":
                     variants[name]["batch"] = list(defaults)
 
+            print("floor: consume only, paced loads", flush=True)
+            points, _ = bench.latency("floor", "floor", None, math.inf)
+            variants["floor"] = {"latency": [dataclasses.asdict(p) for p in points]}
+
             print("sweep: max_batch_size x max_batch_wait_ms", flush=True)
             for size, wait in mode.sweep:
                 note = ""
@@ -382,6 +389,14 @@ def run(mode: Mode, out: Path, model_dir: Path | None) -> dict[str, Any]:
         "per_event_eps": variants["c"]["eps"],
         "worker_eps": variants["d"]["eps"],
         "p99_ms_at_20k": None if at20 is None or at20["saturated"] else at20["p99_ms"],
+        "floor_p99_ms_at_20k": next(
+            (
+                p["p99_ms"]
+                for p in variants["floor"]["latency"]
+                if p["offered_eps"] == 20_000
+            ),
+            None,
+        ),
         "worker_rss_mb": variants["d"]["rss_mb"],
         "worker_cpu_s_per_million": variants["d"]["cpu_s_per_million"],
         "variants": variants,

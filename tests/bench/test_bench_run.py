@@ -65,6 +65,15 @@ def test_quick_run_reports_p99_at_20k_or_says_the_worker_saturated(
         assert at20[0]["p50_ms"] <= at20[0]["p95_ms"] <= at20[0]["p99_ms"]
 
 
+def test_quick_run_measures_the_consume_only_latency_floor(
+    quick_result: tuple[int, Path],
+) -> None:
+    result = json.loads((quick_result[1] / "latest.json").read_text())
+    assert _positive(result["floor_p99_ms_at_20k"])
+    offered = [p["offered_eps"] for p in result["variants"]["floor"]["latency"]]
+    assert offered == list(bench_run.QUICK.loads)
+
+
 def test_quick_run_holds_ratios_targets_and_sweep(
     quick_result: tuple[int, Path],
 ) -> None:
