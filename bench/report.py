@@ -187,6 +187,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
             ax.axvline(variant["eps"], color=colour, linestyle=":", linewidth=1)
     ax.axhline(TARGET_P99_MS_AT_20K, color="red", linewidth=0.8, label="p99 target")
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("achieved throughput, events/s (dotted: drain rate)")
     ax.set_ylabel("end-to-end latency, ms")
     ax.set_title(f"fraudstream latency vs throughput ({result['commit']})")
