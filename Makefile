@@ -13,11 +13,12 @@ KAFKA := python3 deploy/kafka/localkafka.py
 # Re-install whenever the dependency list changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install test lint demo bench bench-quick kafka-up kafka-status kafka-stop kafka-down clean
+.PHONY: help install test test-faults lint demo bench bench-quick kafka-up kafka-status kafka-stop kafka-down clean
 
 help:
 	@echo "make demo          train on synthetic data, stream it through the worker, print a summary"
 	@echo "make test          install everything and run the whole test suite against a real broker"
+	@echo "make test-faults   the long fault-injection runs (kill -9, broker stop, failover)"
 	@echo "make install       create $(VENV) and install fraudstream with the train and test extras"
 	@echo "make lint          ruff and mypy"
 	@echo "make bench         throughput and latency benchmark (bench/results/latest.json)"
@@ -40,7 +41,11 @@ $(INSTALLED): pyproject.toml
 # (Debian's prometheus package) check the deploy/ files and scrape a live worker.
 test: install
 	sh deploy/prometheus/ensure-prometheus.sh
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow"
+
+# The long fault-injection runs: 100,000 events, repeated kills, both guarantees.
+test-faults: install
+	$(PY) -m pytest -m slow tests/faults -v
 
 lint: install
 	$(PY) -m ruff format --check .
