@@ -100,6 +100,17 @@ class Split:
             "frauds": int(np.sum(copied & (self.y_test == 1))),
         }
 
+    def training_part(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the whole training part: the train rows, then the validation rows.
+
+        These are the 80% of the rows the original recipe trained on, and the rows a
+        refit trains on once the epochs and threshold have been chosen.
+        """
+        return (
+            np.concatenate([self.x_train, self.x_val]),
+            np.concatenate([self.y_train, self.y_val]),
+        )
+
     def row_counts(self) -> dict[str, int]:
         """Return the number of rows per part."""
         return {

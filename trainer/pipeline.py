@@ -15,12 +15,19 @@ import numpy as np
 from trainer import data as data_module
 from trainer import export, report, threshold
 from trainer.errors import OutputError, TrainerError, TrainingError
-from trainer.model import Recipe, predict, train
+from trainer.model import DEFAULT_EPOCHS, Recipe, TrainedModel, predict, train
 from trainer.synthetic import FEATURE_COLUMNS, generate
 
-__all__ = ["RunResult", "TrainOptions", "run"]
+__all__ = ["DEFAULT_MIN_PRECISION", "RunResult", "TrainOptions", "run"]
 
 logger = logging.getLogger(__name__)
+
+# Alert threshold of the original recipe, which has no held-out rows to choose one.
+ORIGINAL_THRESHOLD = 0.5
+
+# Threshold target when none is given: at least nine alerts in ten are frauds on
+# the validation slice.
+DEFAULT_MIN_PRECISION = 0.90
 
 
 @dataclass(frozen=True)
@@ -32,12 +39,17 @@ class TrainOptions:
     synthetic_rows: int | None = None
     synthetic_csv: Path | None = None
     recipe: Recipe = "improved"
-    epochs: int = 10
+    epochs: int | None = None
     batch_size: int = 100
     seed: int = 0
-    min_precision: float = 0.90
+    min_precision: float | None = None
     max_false_alarms_per_10k: float | None = None
     fixed_threshold: float | None = None
+    refit: bool = True
+
+    def resolved_epochs(self) -> int:
+        """Return the epochs to train: the option, or the recipe's default."""
+        return DEFAULT_EPOCHS[self.recipe] if self.epochs is None else self.epochs
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,7 @@ def run(options: TrainOptions) -> RunResult:
     Raises:
         TrainerError: bad options or data, or a failed export.
     """
+    _check_options(options)
     created = not options.out_dir.exists()
     _prepare_out_dir(options.out_dir)
     try:
@@ -88,32 +101,51 @@ def _run(options: TrainOptions) -> RunResult:
             seen["frauds"],
         )
 
-    # 2. train
-    trained = train(
-        parts.x_train,
-        parts.y_train,
-        parts.x_val,
-        parts.y_val,
-        recipe=options.recipe,
-        epochs=options.epochs,
-        batch_size=options.batch_size,
-        seed=options.seed,
-    )
-
-    # 3. threshold on validation, metrics on test
-    val_scores = predict(trained.model, parts.x_val)
-    test_scores = predict(trained.model, parts.x_test)
-    _check_finite(val_scores, "validation")
-    _check_finite(test_scores, "test")
-    if options.fixed_threshold is not None:
-        choice = threshold.fixed(options.fixed_threshold)
-    else:
-        choice = threshold.choose(
-            parts.y_val,
-            val_scores,
-            min_precision=options.min_precision,
-            max_false_alarms_per_10k=options.max_false_alarms_per_10k,
+    # 2. train: the original recipe on the whole training part; the improved one
+    # chooses its epochs on the validation slice, then refits on the whole part
+    x_part, y_part = parts.training_part()
+    epochs = options.resolved_epochs()
+    batch_size, seed = options.batch_size, options.seed
+    selection: TrainedModel | None = None
+    val_scores: np.ndarray | None = None
+    if options.recipe == "original":
+        final = train(
+            x_part,
+            y_part,
+            recipe="original",
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
         )
+        rows = {"train": len(y_part), "validation": 0, "test": len(parts.y_test)}
+    else:
+        selection = train(
+            parts.x_train,
+            parts.y_train,
+            (parts.x_val, parts.y_val),
+            recipe="improved",
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+        )
+        val_scores = predict(selection.model, parts.x_val)
+        _check_finite(val_scores, "validation")
+        final, rows = selection, parts.row_counts()
+        if options.refit:
+            final = train(
+                x_part,
+                y_part,
+                recipe="improved",
+                epochs=selection.best_epoch,
+                batch_size=batch_size,
+                seed=seed,
+            )
+            rows = {**rows, "train": len(y_part)}
+    test_scores = predict(final.model, parts.x_test)
+    _check_finite(test_scores, "test")
+
+    # 3. threshold on held-out validation scores only, metrics on test
+    choice = _threshold(options, parts.y_val, val_scores)
     test_metrics: dict[str, Any] = {
         **threshold.ranking_metrics(parts.y_test, test_scores),
         "at_threshold": threshold.evaluate(parts.y_test, test_scores, choice.threshold),
@@ -133,7 +165,7 @@ def _run(options: TrainOptions) -> RunResult:
     # 4. export and describe
     try:
         exported = export.export_onnx(
-            trained.model, options.out_dir / "model.onnx", parts.x_test
+            final.model, options.out_dir / "model.onnx", parts.x_test
         )
     except OSError as exc:
         raise _output_error(exc, options.out_dir) from exc
@@ -156,7 +188,7 @@ def _run(options: TrainOptions) -> RunResult:
         "threshold_policy": choice.policy,
         "onnx_sha256": exported.sha256,
         "training_data": training_data,
-        "rows": parts.row_counts(),
+        "rows": rows,
         "metrics": test_metrics,
         "versions": export.library_versions(),
     }
@@ -164,26 +196,31 @@ def _run(options: TrainOptions) -> RunResult:
         "model_version": version,
         "recipe": options.recipe,
         "training": {
-            "epochs": options.epochs,
-            "epochs_run": trained.epochs_run,
-            "best_epoch": trained.best_epoch,
+            "epochs": epochs,
+            "epochs_run": (selection or final).epochs_run,
+            "best_epoch": (selection or final).best_epoch,
             "batch_size": options.batch_size,
             "seed": options.seed,
-            "class_weight": trained.class_weight,
-            "seconds": trained.seconds,
+            "class_weight": final.class_weight,
+            "seconds": _total_seconds(selection, final),
+            "refit": _refit_summary(selection, final, len(y_part)),
         },
         "data": training_data,
-        "rows": parts.row_counts(),
+        "rows": rows,
         "test_rows_seen_in_training": seen,
         "threshold": choice.threshold,
         "threshold_policy": choice.policy,
-        "validation": threshold.ranking_metrics(parts.y_val, val_scores),
+        "validation": (
+            None
+            if val_scores is None
+            else threshold.ranking_metrics(parts.y_val, val_scores)
+        ),
         "test": test_metrics,
         "export": {
             "max_abs_difference": exported.max_abs_difference,
             "rows_compared": exported.rows_compared,
         },
-        "history": _json_history(trained.history),
+        "history": _json_history((selection or final).history),
     }
 
     # 5. write the report, then model.json last
@@ -191,7 +228,7 @@ def _run(options: TrainOptions) -> RunResult:
         report.write(
             options.out_dir,
             summary,
-            history=trained.history,
+            history=(selection or final).history,
             y_test=parts.y_test,
             test_scores=test_scores,
         )
@@ -200,6 +237,68 @@ def _run(options: TrainOptions) -> RunResult:
         raise _output_error(exc, options.out_dir) from exc
     logger.info("model written dir=%s model_version=%s", options.out_dir, version)
     return RunResult(options.out_dir, metadata, summary)
+
+
+def _check_options(options: TrainOptions) -> None:
+    """Raise on option combinations that would give a misleading model."""
+    targets = (options.min_precision, options.max_false_alarms_per_10k)
+    if options.recipe == "original" and targets != (None, None):
+        raise TrainerError(
+            "the original recipe trains on the validation slice, so a threshold "
+            "chosen on it would be judged on rows the model learnt; expected no "
+            "threshold target with recipe 'original': drop the target, or pass a "
+            "fixed threshold, or use recipe 'improved'"
+        )
+
+
+def _threshold(
+    options: TrainOptions, y_val: np.ndarray, val_scores: np.ndarray | None
+) -> threshold.ThresholdChoice:
+    """Return the fixed threshold, the original's 0.5, or one chosen on validation."""
+    if options.fixed_threshold is not None:
+        return threshold.fixed(options.fixed_threshold)
+    if val_scores is None:
+        return threshold.fixed(
+            ORIGINAL_THRESHOLD,
+            note="the original recipe's fixed threshold; it trains on the whole "
+            "training part, validation slice included, so no held-out rows are "
+            "left to choose a threshold on",
+        )
+    choice = threshold.choose(
+        y_val,
+        val_scores,
+        min_precision=(
+            DEFAULT_MIN_PRECISION
+            if options.min_precision is None
+            else options.min_precision
+        ),
+        max_false_alarms_per_10k=options.max_false_alarms_per_10k,
+    )
+    if options.refit:
+        choice.policy["note"] = (
+            "chosen on validation scores of the selection model, which never trained "
+            "on those rows; the exported model is then refit on the whole training "
+            "part, validation slice included, for the selection model's best "
+            "number of epochs, and its scores can shift a little from those the "
+            "threshold was chosen on (the test figures include that shift)"
+        )
+    return choice
+
+
+def _total_seconds(selection: TrainedModel | None, final: TrainedModel) -> float:
+    """Return the training time of the run, selection and refit together."""
+    if selection is None or selection is final:
+        return final.seconds
+    return selection.seconds + final.seconds
+
+
+def _refit_summary(
+    selection: TrainedModel | None, final: TrainedModel, rows: int
+) -> dict[str, Any] | None:
+    """Describe the refit run, or None when the exported model is not a refit."""
+    if selection is None or selection is final:
+        return None
+    return {"epochs": final.epochs_run, "rows": rows, "seconds": final.seconds}
 
 
 def _load(options: TrainOptions) -> data_module.Dataset:

@@ -58,17 +58,26 @@ def write(
 def _markdown(report: dict[str, Any]) -> str:
     test = report["test"]
     policy = report["threshold_policy"]
+    training = report["training"]
+    refit = training["refit"]
     lines = [
         "# Fraud model training report",
         "",
         f"- Model version: `{report['model_version']}`",
-        f"- Recipe: {report['recipe']}; epochs run {report['training']['epochs_run']}"
-        f" of {report['training']['epochs']} (weights of epoch "
-        f"{report['training']['best_epoch']}), batch size "
-        f"{report['training']['batch_size']}, seed {report['training']['seed']}",
-        f"- Fraud class weight: {_class_weight(report['training']['class_weight'])}"
+        f"- Recipe: {report['recipe']}; epochs run {training['epochs_run']}"
+        f" of {training['epochs']} (weights of epoch {training['best_epoch']}), "
+        f"batch size {training['batch_size']}, seed {training['seed']}",
+        "- Exported model: "
+        + (
+            f"refit on the whole training part ({refit['rows']} rows) for "
+            f"{refit['epochs']} epochs, the number chosen on the validation slice"
+            if refit
+            else f"the one trained above, on {report['rows']['train']} rows"
+        ),
+        f"- Fraud class weight: {_class_weight(training['class_weight'])}"
         " (training loss includes it; validation loss does not)",
-        f"- Training time: {report['training']['seconds']:.1f} s",
+        f"- Training time: {training['seconds']:.1f} s"
+        + (f" ({refit['seconds']:.1f} s of it the refit)" if refit else ""),
         f"- Data: {report['data']['source']} ({report['data']['rows']} rows; "
         f"train {report['rows']['train']}, validation {report['rows']['validation']}"
         f", test {report['rows']['test']})",
@@ -85,6 +94,10 @@ def _markdown(report: dict[str, Any]) -> str:
             if policy["kind"] == "target"
             else ")"
         ),
+    ]
+    if "note" in policy:
+        lines.append(f"- How the threshold was set: {policy['note']}")
+    lines += [
         "",
         "## Test split",
         "",
@@ -146,7 +159,8 @@ def _plot_history(history: dict[str, list[float]], best_epoch: int, path: Path) 
         (axes[1], "loss", "Loss"),
     ):
         axis.plot(epochs, history[key], marker="o", label="training")
-        axis.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
+        if f"val_{key}" in history:
+            axis.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
         axis.axvline(best_epoch, color="grey", linestyle=":", label="weights kept")
         axis.set_title(f"{title} per epoch")
         axis.set_xlabel("epoch")

@@ -146,12 +146,16 @@ def choose(
     return ThresholdChoice(threshold, policy)
 
 
-def fixed(threshold: float) -> ThresholdChoice:
-    """Return a threshold set by the operator rather than chosen on data."""
-    return ThresholdChoice(
-        threshold,
-        {"kind": "fixed", "rule": "alert when fraud_probability >= threshold"},
-    )
+def fixed(threshold: float, note: str | None = None) -> ThresholdChoice:
+    """Return a threshold set beforehand rather than chosen on data."""
+    policy: dict[str, Any] = {
+        "kind": "fixed",
+        "rule": "alert when fraud_probability >= threshold",
+        "chosen_on": "none",
+    }
+    if note is not None:
+        policy["note"] = note
+    return ThresholdChoice(threshold, policy)
 
 
 def evaluate(

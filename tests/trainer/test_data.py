@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.model_selection import train_test_split
 
 from trainer.data import Dataset, Split, from_synthetic, load_csv, split, write_csv
 from trainer.errors import DataValidationError
@@ -189,6 +190,24 @@ def test_split_keeps_every_row_exactly_once() -> None:
         np.unique(joined, axis=0).shape[0]
         == np.unique(dataset.features, axis=0).shape[0]
     )
+
+
+def test_training_part_is_the_original_80_percent_without_test_rows() -> None:
+    dataset = from_synthetic(5_000, seed=4)
+    parts = split(dataset)
+    x_part, y_part = parts.training_part()
+    x_rest, _, y_rest, _ = train_test_split(
+        dataset.features,
+        dataset.labels,
+        test_size=0.2,
+        stratify=dataset.labels,
+        random_state=0,
+    )
+
+    assert len(y_part) == 4_000
+    assert sorted(map(bytes, x_part)) == sorted(map(bytes, x_rest))
+    assert y_part.sum() == y_rest.sum()
+    assert not {bytes(row) for row in x_part} & {bytes(row) for row in parts.x_test}
 
 
 def test_split_of_the_real_subset_matches_the_original_recipe(

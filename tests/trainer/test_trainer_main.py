@@ -56,6 +56,17 @@ def test_bad_data_exits_1_naming_column_and_row(
             "--min-precision",
             "0.8",
         ],
+        [
+            "--synthetic",
+            "10",
+            "--out",
+            "x",
+            "--recipe",
+            "original",
+            "--min-precision",
+            "0.8",
+        ],
+        ["--synthetic", "10", "--out", "x", "--recipe", "original", "--no-refit"],
     ],
     ids=[
         "no-source",
@@ -72,6 +83,8 @@ def test_bad_data_exits_1_naming_column_and_row(
         "negative-seed",
         "seed-above-32-bits",
         "threshold-with-a-target",
+        "original-with-a-target",
+        "original-with-no-refit",
     ],
 )
 def test_bad_arguments_exit_2(
@@ -110,6 +123,8 @@ def test_original_recipe_trains_every_epoch_without_class_weights(
     assert written["recipe"] == "original"
     assert written["training"]["epochs_run"] == 2
     assert written["training"]["class_weight"] is None
+    assert written["rows"] == {"train": 4_000, "validation": 0, "test": 1_000}
+    assert written["threshold"] == 0.5
 
 
 @pytest.mark.parametrize(
