@@ -7,6 +7,7 @@ settings or the model are unusable; nothing is consumed in that case.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import sys
@@ -34,6 +35,8 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format=_LOG_FORMAT, stream=sys.stderr)
+    # ``kill -USR1 <pid>`` prints every thread's stack to stderr, for a stuck worker.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def _serve(settings: Settings) -> int:

@@ -43,6 +43,7 @@ from worker.metrics import Metrics
 from worker.model import Model
 from worker.offsets import OffsetLedger, PendingBatch, TopicPartitionKey
 from worker.outputs import alert_value, dead_letter_headers, rfc3339_ms, score_value
+from worker.watchdog import Watchdog
 
 __all__ = ["Worker"]
 
@@ -54,6 +55,8 @@ _FLUSH_TIMEOUT_S = 30.0
 # Transaction calls block on the broker; this bounds one attempt before it is retried
 # (short, so that a refused login is noticed between attempts).
 _TXN_TIMEOUT_S = 5.0
+# A transaction call blocked this long will never return (see worker.watchdog).
+_TXN_STALL_S = 60.0
 # Lag needs one cached watermark lookup per partition; every few seconds is plenty.
 _LAG_INTERVAL_S = 5.0
 # While outputs await their acks, poll at least this often so that acks (and with
@@ -88,6 +91,7 @@ class Worker:
         metrics: metrics registered on the registry the HTTP server exposes.
         consumer_factory: builds the consumer from a librdkafka config dict.
         producer_factory: builds the producer from a librdkafka config dict.
+        watchdog: ends the process when a transaction call blocks for good.
 
     Note:
         In at-least-once mode an alert can repeat after a crash or a rebalance, for
@@ -103,6 +107,7 @@ class Worker:
         metrics: Metrics,
         consumer_factory: ClientFactory = Consumer,
         producer_factory: ClientFactory = Producer,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.settings = settings
         self.model = model
@@ -123,6 +128,7 @@ class Worker:
         self._stopping = False
         self._fatal: KafkaError | None = None
         self._auth_error: KafkaError | None = None
+        self._watchdog = watchdog or Watchdog(_TXN_STALL_S)
         self._last_error_log = 0.0
         self._kafka_logger = logging.getLogger("worker.kafka")
         try:
@@ -319,7 +325,11 @@ class Worker:
         """
         while True:
             try:
-                call(*args)
+                self._watchdog.arm(getattr(call, "__name__", "a transaction call"))
+                try:
+                    call(*args)
+                finally:
+                    self._watchdog.disarm()
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
