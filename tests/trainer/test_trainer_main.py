@@ -101,7 +101,7 @@ def test_synthetic_run_exits_0_with_a_fixed_threshold_and_writes_its_csv(
     tmp_path: Path,
 ) -> None:
     out_dir, csv_path = tmp_path / "m", tmp_path / "synthetic.csv"
-    argv = ["--synthetic", "5000", "--epochs", "1", "--threshold", "0.7"]
+    argv = ["--synthetic", "5000", "--epochs", "1", "--threshold", "0.7", "--no-refit"]
     argv += ["--out", str(out_dir), "--synthetic-csv", str(csv_path)]
 
     assert main(argv) == 0
@@ -109,6 +109,7 @@ def test_synthetic_run_exits_0_with_a_fixed_threshold_and_writes_its_csv(
     written = json.loads((out_dir / "model.json").read_text())
     assert written["threshold"] == 0.7
     assert written["threshold_policy"]["kind"] == "fixed"
+    assert written["rows"]["train"] == 3_200
     assert len(csv_path.read_text().splitlines()) == 5_001
 
 
