@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -57,6 +58,9 @@ _FLUSH_TIMEOUT_S = 30.0
 _TXN_TIMEOUT_S = 5.0
 # A transaction call blocked this long will never return (see worker.watchdog).
 _TXN_STALL_S = 60.0
+# Closing the consumer leaves the group through the group coordinator; while no broker
+# answers, librdkafka waits for it without limit, so shutdown waits this long only.
+_CLOSE_TIMEOUT_S = 10.0
 # Lag needs one cached watermark lookup per partition; every few seconds is plenty.
 _LAG_INTERVAL_S = 5.0
 # While outputs await their acks, poll at least this often so that acks (and with
@@ -66,6 +70,8 @@ _ACK_POLL_S = 0.001
 _QUEUE_FULL_WAIT_S = 0.05
 # A consumer error repeated every poll would flood the log; repeat at most this often.
 _ERROR_LOG_INTERVAL_S = 10.0
+# Longest time the broker may hold a fetch; see _consumer_config.
+_FETCH_WAIT_MAX_MS = 50
 
 _AUTH_CODES = frozenset(
     {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
@@ -196,11 +202,29 @@ class Worker:
             self._producer.flush(_FLUSH_TIMEOUT_S)
             self._retire()
             self._commit(asynchronous=False)
-        try:
-            self._consumer.close()
-        except (KafkaException, RuntimeError) as exc:
-            logger.warning("consumer close failed: %s", exc)
+        self._close_consumer()
         logger.info("worker stopped")
+
+    def _close_consumer(self) -> None:
+        failures: list[BaseException] = []
+
+        def close() -> None:
+            try:
+                self._consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                failures.append(exc)
+
+        closer = threading.Thread(target=close, name="consumer-close", daemon=True)
+        closer.start()
+        closer.join(_CLOSE_TIMEOUT_S)
+        if closer.is_alive():
+            logger.warning(
+                "consumer close unfinished after %.0f s (no group coordinator "
+                "answers); exiting anyway, the broker expires the membership",
+                _CLOSE_TIMEOUT_S,
+            )
+        elif failures:
+            logger.warning("consumer close failed: %s", failures[0])
 
     # -- at-least-once ---------------------------------------------------------
 
@@ -652,6 +676,10 @@ class Worker:
         config: dict[str, Any] = {
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
+            # With read_committed the broker holds a fetch for up to this long even
+            # when records arrive; librdkafka's 500 ms default put half a second on
+            # the first events after an idle spell. 50 ms costs a few idle fetches.
+            "fetch.wait.max.ms": _FETCH_WAIT_MAX_MS,
             "client.id": "fraud-worker",
         }
         config.update(settings.client_config("consumer"))
