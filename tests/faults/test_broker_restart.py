@@ -36,9 +36,9 @@ pytestmark = pytest.mark.integration
 
 _PARTITIONS = 2
 _OUTAGE_S = 20.0
-# The worker's own shutdown bounds (30 s flush, consumer close) plus slack; a worker
-# still running after this is hung.
-_STOP_BUDGET_S = 45.0
+# The worker's own shutdown bounds (30 s flush, 10 s consumer close) plus slack; a
+# worker still running after this is hung.
+_STOP_BUDGET_S = 60.0
 
 
 def _run_outage(
@@ -177,12 +177,6 @@ def test_worker_rides_out_two_broker_stops_in_a_long_stream(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="consumer.close() waits without limit for an unreachable group "
-    "coordinator when an offset commit is queued for it (hangs in about half the "
-    "runs); bounding the close in the worker lifts this",
-)
 def test_sigterm_while_the_broker_is_down_still_stops_the_worker(
     private_broker, tmp_path
 ):
