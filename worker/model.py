@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ __all__ = ["Model", "ModelInfo", "load_model"]
 logger = logging.getLogger(__name__)
 
 _REQUIRED_KEYS = (
+    "format_version",
     "model_version",
     "features",
     "input_name",
@@ -26,6 +28,12 @@ _REQUIRED_KEYS = (
     "threshold",
     "onnx_sha256",
 )
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# The element type the worker feeds (float32) and reads back.
+_FLOAT_TENSOR = "tensor(float)"
+# Rows of the probe batch scored at load; two rows catch an output that is not one
+# value per row (e.g. two class probabilities) before any event is consumed.
+_PROBE_ROWS = 2
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,24 @@ def _read_metadata(path: Path) -> ModelInfo:
             f"expected {path} to have keys {', '.join(_REQUIRED_KEYS)}, found "
             f"{', '.join(missing)} missing; re-export the model with fraud-train"
         )
+    if meta["format_version"] != 1 or isinstance(meta["format_version"], bool):
+        raise ModelLoadError(
+            f"expected format_version 1 in {path}, found "
+            f"{meta['format_version']!r}; use a worker that reads that format or "
+            "re-export the model with this version's fraud-train"
+        )
+    for key in ("model_version", "input_name", "output_name"):
+        if not isinstance(meta[key], str) or not meta[key]:
+            raise ModelLoadError(
+                f"expected {key!r} in {path} to be a non-empty string, found "
+                f"{meta[key]!r}; re-export the model with fraud-train"
+            )
+    digest = meta["onnx_sha256"]
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest.lower()):
+        raise ModelLoadError(
+            f"expected 'onnx_sha256' in {path} to be 64 hex digits, found "
+            f"{digest!r}; re-export the model with fraud-train"
+        )
     features = meta["features"]
     if (
         not isinstance(features, list)
@@ -107,12 +133,12 @@ def _read_metadata(path: Path) -> ModelInfo:
             f"{threshold!r}; fix model.json or pass --threshold"
         )
     return ModelInfo(
-        model_version=str(meta["model_version"]),
+        model_version=meta["model_version"],
         features=tuple(features),
-        input_name=str(meta["input_name"]),
-        output_name=str(meta["output_name"]),
+        input_name=meta["input_name"],
+        output_name=meta["output_name"],
         threshold=float(threshold),
-        onnx_sha256=str(meta["onnx_sha256"]).lower(),
+        onnx_sha256=digest.lower(),
     )
 
 
@@ -120,24 +146,66 @@ def _check_signature(
     session: ort.InferenceSession, info: ModelInfo, where: Path
 ) -> None:
     inputs = {i.name: i for i in session.get_inputs()}
-    outputs = {o.name for o in session.get_outputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
     if info.input_name not in inputs:
         raise SchemaMismatchError(
             f"model.json names input {info.input_name!r}, model.onnx in {where} has "
             f"inputs {sorted(inputs)}; re-export so that both agree"
+        )
+    if len(inputs) != 1:
+        raise SchemaMismatchError(
+            f"expected model.onnx in {where} to take one input, "
+            f"{info.input_name!r}, found inputs {sorted(inputs)}; the worker feeds "
+            "only the feature matrix, so re-export with that single input"
         )
     if info.output_name not in outputs:
         raise SchemaMismatchError(
             f"model.json names output {info.output_name!r}, model.onnx in {where} has "
             f"outputs {sorted(outputs)}; re-export so that both agree"
         )
-    shape = inputs[info.input_name].shape
+    feature_input = inputs[info.input_name]
+    shape = feature_input.shape
     width = shape[-1] if len(shape) == 2 else None
     if width != len(info.features):
         raise SchemaMismatchError(
             f"model.json lists {len(info.features)} features, model.onnx in {where} "
             f"takes input shape {shape}; re-export so that the width equals the "
             "feature count"
+        )
+    output = outputs[info.output_name]
+    for role, arg in (("input", feature_input), ("output", output)):
+        if arg.type != _FLOAT_TENSOR:
+            raise SchemaMismatchError(
+                f"expected {role} {arg.name!r} of model.onnx in {where} to be "
+                f"{_FLOAT_TENSOR}, found {arg.type}; re-export with float32 "
+                f"{role}s"
+            )
+    out_shape = output.shape
+    if not (len(out_shape) == 1 or (len(out_shape) == 2 and out_shape[1] == 1)):
+        raise SchemaMismatchError(
+            f"expected output {info.output_name!r} of model.onnx in {where} to hold "
+            f"one probability per row ([N, 1]), found shape {out_shape}; re-export "
+            "with a single fraud-probability column"
+        )
+
+
+def _probe(model: Model, where: Path) -> None:
+    """Score a batch of zeros: the model must return one value per row."""
+    rows = np.zeros((_PROBE_ROWS, model.width), dtype=np.float32)
+    try:
+        (out,) = model._session.run(model._outputs, {model._input: rows})
+    except Exception as exc:
+        raise ModelLoadError(
+            f"expected model.onnx in {where} to score a float32 batch of shape "
+            f"{rows.shape}, onnxruntime failed ({exc}); re-export the model with "
+            "fraud-train"
+        ) from exc
+    found = np.shape(out)
+    if found not in ((_PROBE_ROWS,), (_PROBE_ROWS, 1)):
+        raise SchemaMismatchError(
+            f"expected model.onnx in {where} to return one score per row, shape "
+            f"({_PROBE_ROWS}, 1) for {_PROBE_ROWS} rows, found {found}; re-export "
+            "with a single fraud-probability column"
         )
 
 
@@ -186,10 +254,12 @@ def load_model(model_dir: Path, intra_op_threads: int = 1) -> Model:
             f"({exc}); re-export the model with fraud-train"
         ) from exc
     _check_signature(session, info, model_dir)
+    model = Model(info, session)
+    _probe(model, model_dir)
     logger.info(
         "model loaded version=%s features=%d threshold=%.4f",
         info.model_version,
         len(info.features),
         info.threshold,
     )
-    return Model(info, session)
+    return model
