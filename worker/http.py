@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from worker.errors import ConfigError
 
 __all__ = ["MetricsServer"]
 
@@ -22,6 +25,9 @@ class MetricsServer:
         port: TCP port; 0 lets the kernel pick one (read it back from ``port``).
         registry: the registry to expose on ``/metrics``.
         is_ready: answers ``/readyz``: 200 when true, 503 otherwise.
+
+    Raises:
+        ConfigError: ``host`` does not resolve or ``host:port`` cannot be bound.
     """
 
     def __init__(
@@ -32,7 +38,18 @@ class MetricsServer:
         is_ready: Callable[[], bool],
     ) -> None:
         handler = _make_handler(registry, is_ready)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        try:
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+            server_type = type(
+                "_Server", (ThreadingHTTPServer,), {"address_family": family}
+            )
+            self._server = server_type((host, port), handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"metrics server: expected to listen on {host}:{port}, found "
+                f"{exc.strerror or exc}; pick a free --metrics-port (0 picks one, "
+                "-1 turns the server off) or a local --metrics-host"
+            ) from exc
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-http", daemon=True

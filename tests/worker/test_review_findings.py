@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from worker.errors import (
     ModelLoadError,
     SchemaMismatchError,
 )
+from worker.http import MetricsServer
 from worker.metrics import Metrics
 from worker.model import load_model
 
@@ -424,3 +426,15 @@ def test_secret_setting_quoted_by_librdkafka_is_not_in_the_error(
         worker.run()
 
     assert "s3cr3t" not in str(caught.value)
+
+
+# -- metrics server (fixed in worker/http.py) -----------------------------------
+
+
+def test_metrics_port_in_use_is_a_config_error_not_a_traceback():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"listen on 127.0.0.1:{port}"):
+            MetricsServer("127.0.0.1", port, CollectorRegistry(), lambda: True)
