@@ -27,6 +27,7 @@ from worker.app import Worker
 from worker.config import load_settings
 from worker.errors import (
     ConfigError,
+    DeliveryError,
     KafkaAuthError,
     ModelLoadError,
     SchemaMismatchError,
@@ -438,3 +439,154 @@ def test_metrics_port_in_use_is_a_config_error_not_a_traceback():
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=f"listen on 127.0.0.1:{port}"):
             MetricsServer("127.0.0.1", port, CollectorRegistry(), lambda: True)
+
+
+# -- loop, logging and config (owned elsewhere; xfail until fixed) -------------
+
+
+class _TimedConsumer(FakeConsumer):
+    """Records the timeout of every consume call."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.timeouts: list[float] = []
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        self.timeouts.append(timeout)
+        return super().consume(num_messages, timeout)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="--max-batch-wait-ms 0 is accepted and makes the idle loop spin on "
+    "consume(n, 0): about 40 % of a core with no traffic",
+)
+def test_idle_worker_blocks_in_consume_instead_of_spinning(model_dir):
+    consumer = _TimedConsumer({})
+    try:
+        worker, _ = _worker(
+            model_dir, consumer, _RecordingProducer({}), "--max-batch-wait-ms", "0"
+        )
+    except ConfigError:
+        return  # refusing a zero wait is one fix
+    consumer.steps = [lambda: _assign(worker, consumer, 0), [], [], [], worker.stop]
+
+    worker.run()
+
+    assert min(consumer.timeouts) > 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="every refused output logs its own error line (one per record), so a "
+    "topic that refuses a batch of scores floods the log",
+)
+def test_refused_outputs_log_one_line_per_batch_not_per_record(model_dir, caplog):
+    consumer = FakeConsumer({})
+    producer = FakeProducer({})
+    producer.ack_on_flush = False
+    worker, registry = _worker(model_dir, consumer, producer, "--scores-topic", _SCORES)
+    consumer.steps = [
+        lambda: _assign(worker, consumer, 0),
+        _events(0, 20),
+        lambda: producer.release(error="TOPIC_AUTHORIZATION_FAILED"),
+    ]
+
+    with caplog.at_level("ERROR", logger="worker.app"):
+        with pytest.raises(DeliveryError, match="TOPIC_AUTHORIZATION_FAILED"):
+            worker.run()
+
+    assert registry.get_sample_value("fraud_worker_produce_errors_total") == 20
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) <= 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a commit that keeps failing logs a warning at every commit interval "
+    "(several lines a second); other repeated errors are throttled",
+)
+def test_repeated_commit_failures_are_logged_throttled(model_dir, caplog):
+    worker, _ = _worker(model_dir, FakeConsumer({}), FakeProducer({}))
+    tp = TopicPartition(_TOPIC, 0, 5)
+
+    with caplog.at_level("WARNING", logger="worker.app"):
+        for _ in range(10):
+            worker._on_commit(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART), [tp])
+
+    assert len([r for r in caplog.records if "commit" in r.getMessage()]) <= 1
+
+
+class _EofMessage(FakeMessage):
+    def error(self) -> KafkaError:  # type: ignore[override]
+        return KafkaError(KafkaError._PARTITION_EOF)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="with enable.partition.eof=true an end-of-partition event is logged as "
+    "a consumer error warning",
+)
+def test_partition_eof_is_not_reported_as_an_error(model_dir, caplog):
+    consumer = FakeConsumer({})
+    worker, _ = _worker(
+        model_dir, consumer, _RecordingProducer({}), "-X", "enable.partition.eof=true"
+    )
+    consumer.steps = [
+        lambda: _assign(worker, consumer, 0),
+        [*_events(0, 3), _EofMessage(_TOPIC, 0, 3, None)],
+        worker.stop,
+    ]
+
+    with caplog.at_level("WARNING", logger="worker.app"):
+        worker.run()
+
+    assert consumer.commits[-1] == {(_TOPIC, 0): 3}
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an output topic equal to the input topic is accepted: with the DLQ on "
+    "the input topic every bad event is dead-lettered again forever",
+)
+@pytest.mark.parametrize("flag", ["--alerts-topic", "--dlq-topic", "--scores-topic"])
+def test_output_topic_equal_to_the_input_topic_is_refused(model_dir, flag):
+    with pytest.raises(ConfigError, match="input"):
+        load_settings(
+            ["--model", str(model_dir), "--input-topic", _TOPIC, flag, _TOPIC],
+            environ={},
+        )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a '^' input topic subscribes by regex, but offsets and alert sources "
+    "use the pattern as the topic name: every commit fails with "
+    "UNKNOWN_TOPIC_OR_PART and nothing is ever committed",
+)
+def test_regex_input_topic_commits_under_the_record_topic(model_dir):
+    try:
+        settings = load_settings(
+            ["--model", str(model_dir), "--input-topic", "^tx.*"], environ={}
+        )
+    except ConfigError:
+        return  # refusing a pattern is one fix
+    consumer = FakeConsumer({})
+    producer = _RecordingProducer({})
+    worker = Worker(
+        settings,
+        load_model(model_dir),
+        Metrics(CollectorRegistry()),
+        consumer_factory=lambda config: consumer,
+        producer_factory=lambda config: producer,
+    )
+    consumer.steps = [
+        lambda: _assign(worker, consumer, 0),
+        _events(0, 3),
+        worker.stop,
+    ]
+
+    worker.run()
+
+    assert consumer.commits[-1] == {(_TOPIC, 0): 3}
