@@ -160,8 +160,13 @@ class Decoder:
 
     Args:
         features: feature names in the model's input order (from model.json).
-        key_field: string field used as the key of output records.
+        key_field: string field used as the key of output records; it must not be
+            a feature (features are numbers, and a key is the field's UTF-8 text).
         max_event_bytes: values longer than this are dead-lettered as too_large.
+
+    Raises:
+        ConfigError: ``key_field`` names a feature, or a feature shares a name with
+            one of the event's string fields.
     """
 
     def __init__(
@@ -180,8 +185,14 @@ class Decoder:
             ("transaction_id", event_id),
             ("event_time", event_time),
         ]
+        if key_field in self.features:
+            raise ConfigError(
+                f"alert_key_field: expected a string field of the event, found "
+                f"{key_field!r}, which is a model feature (a number); set "
+                "--alert-key-field to a string field such as transaction_id or card_id"
+            )
         taken = {"transaction_id", "event_time"}
-        if key_field not in taken and key_field not in self.features:
+        if key_field not in taken:
             fields.append((key_field, Annotated[str, msgspec.Meta(min_length=1)]))
             taken.add(key_field)
         clash = taken.intersection(self.features)

@@ -326,11 +326,6 @@ def test_event_scored_nan_is_dead_lettered_not_silently_passed(tmp_path):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--alert-key-field naming a feature (a number) is accepted; the first "
-    "alert then crashes the loop with AttributeError: 'float' has no 'encode'",
-)
 def test_alert_key_field_naming_a_feature_is_refused_at_start(model_dir):
     with pytest.raises(ConfigError, match="alert_key_field"):
         _worker(
