@@ -32,7 +32,7 @@ from confluent_kafka import (
 )
 
 from worker.config import Settings
-from worker.decode import DecodedBatch, Decoder
+from worker.decode import DeadLetter, DecodedBatch, Decoder
 from worker.errors import (
     ConfigError,
     DeliveryError,
@@ -420,6 +420,9 @@ class Worker:
             started = time.perf_counter()
             scores = self.model.score(self._matrix[: decoded.count])
             self.metrics.inference_seconds.observe(time.perf_counter() - started)
+            # The sum is finite exactly when every score is: one reduction per batch.
+            if not np.isfinite(scores.sum()):
+                decoded, scores = self._set_aside_non_finite(decoded, scores)
 
         # 4. produce
         scored_at = rfc3339_ms(time.time())
@@ -435,6 +438,33 @@ class Worker:
         if alerts:
             metrics.alerts.inc(alerts)
         return batch
+
+    def _set_aside_non_finite(
+        self, decoded: DecodedBatch, scores: np.ndarray
+    ) -> tuple[DecodedBatch, np.ndarray]:
+        """Turn the events the model scored NaN or infinite into dead letters.
+
+        Their features are finite (the decoder checked), so the model's own arithmetic
+        failed on them; they get no alert and no score record.
+        """
+        finite = np.isfinite(scores)
+        dead = list(decoded.dead)
+        for row in np.flatnonzero(~finite).tolist():
+            detail = (
+                f"score: expected a finite fraud probability from the model, found "
+                f"{float(scores[row])!r} for finite features; this model cannot score "
+                "the event"
+            )
+            dead.append(DeadLetter(decoded.indexes[row], "not_finite", detail))
+        dead.sort(key=lambda letter: letter.index)
+        keep = np.flatnonzero(finite).tolist()
+        kept = DecodedBatch(
+            len(keep),
+            [decoded.indexes[k] for k in keep],
+            [decoded.events[k] for k in keep],
+            dead,
+        )
+        return kept, scores[finite]
 
     def _produce_scores(
         self,
