@@ -207,6 +207,13 @@ def _probe(model: Model, where: Path) -> None:
             f"({_PROBE_ROWS}, 1) for {_PROBE_ROWS} rows, found {found}; re-export "
             "with a single fraud-probability column"
         )
+    scores = np.asarray(out, dtype=np.float64).reshape(-1)
+    if not np.all((scores >= 0.0) & (scores <= 1.0)):
+        raise SchemaMismatchError(
+            f"expected model.onnx in {where} to return probabilities in [0, 1], "
+            f"found {float(scores[0])!r} for a row of zeros; a model that ends in logits "
+            "needs its sigmoid: re-export it with fraud-train"
+        )
 
 
 def load_model(model_dir: Path, intra_op_threads: int = 1) -> Model:
@@ -235,8 +242,8 @@ def load_model(model_dir: Path, intra_op_threads: int = 1) -> Model:
     if digest != info.onnx_sha256:
         raise SchemaMismatchError(
             f"model.json expects model.onnx sha256 {info.onnx_sha256}, found "
-            f"{digest} in {onnx_path}; the files come from different exports: "
-            "copy both from the same fraud-train run"
+            f"{digest} in {onnx_path}; the files come from different exports or "
+            "model.onnx is damaged: copy both from the same fraud-train run"
         )
 
     options = ort.SessionOptions()

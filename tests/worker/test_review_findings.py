@@ -328,12 +328,6 @@ def test_alert_key_field_naming_a_feature_is_refused_at_start(model_dir):
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="records consumed in the same consume() call that revoked their "
-    "partition are processed and their offsets committed for a partition this "
-    "consumer no longer owns",
-)
 def test_records_of_a_partition_revoked_during_consume_are_not_committed(model_dir):
     class RevokingConsumer(_AsyncAwareConsumer):
         def consume(self, num_messages: int, timeout: float) -> list[Any]:
@@ -647,3 +641,30 @@ def test_exactly_once_lag_gauge_drops_to_zero_once_idle(model_dir, monkeypatch):
         "fraud_worker_consumer_lag_events", {"topic": _TOPIC, "partition": "0"}
     )
     assert lag == 0
+
+
+def test_model_that_returns_logits_instead_of_probabilities_is_refused(tmp_path):
+    width = len(FEATURES)
+    nodes = [
+        helper.make_node("MatMul", ["features", "w"], ["raw"]),
+        helper.make_node("Add", ["raw", "b"], ["fraud_probability"]),
+    ]
+    blob = _graph_model(
+        nodes,
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", width])],
+        [
+            helper.make_tensor_value_info(
+                "fraud_probability", TensorProto.FLOAT, ["N", 1]
+            )
+        ],
+        [
+            numpy_helper.from_array(np.ones((width, 1), dtype=np.float32), name="w"),
+            numpy_helper.from_array(np.array([-4.0], dtype=np.float32), name="b"),
+        ],
+    )
+    directory = _replace_onnx(write_model_dir(tmp_path / "m"), blob)
+
+    with pytest.raises(
+        SchemaMismatchError, match="probabilities in \\[0, 1\\], found -4"
+    ):
+        load_model(directory)
