@@ -132,6 +132,9 @@ class Worker:
         self._positions: dict[TopicPartitionKey, int] = {}
         self._assigned: set[TopicPartitionKey] = set()
         self._stopping = False
+        # Counts revocations and losses, so the loop knows when a consume() call may
+        # have returned records of a partition it no longer owns.
+        self._revocations = 0
         self._fatal: KafkaError | None = None
         self._auth_error: KafkaError | None = None
         self._watchdog = watchdog or Watchdog(_TXN_STALL_S)
@@ -240,8 +243,11 @@ class Worker:
         while not self._stopping:
             # 1. poll a batch
             timeout = min(wait_s, _ACK_POLL_S) if ledger.pending else wait_s
+            revocations = self._revocations
             messages = consumer.consume(size, timeout)
             self._raise_if_fatal()
+            if self._revocations != revocations and messages:
+                messages = self._owned(messages)
 
             # 2.-4. decode, score, produce
             if messages:
@@ -299,8 +305,11 @@ class Worker:
         next_lag = time.monotonic() + _LAG_INTERVAL_S
         while not self._stopping:
             # 1. poll a batch
+            revocations = self._revocations
             messages = consumer.consume(size, wait_s)
             self._raise_if_fatal()
+            if self._revocations != revocations and messages:
+                messages = self._owned(messages)
             if not messages:
                 producer.poll(0)
                 continue
@@ -675,7 +684,29 @@ class Worker:
         )
         self._drop(lost)
 
+    def _owned(self, messages: list[Any]) -> list[Any]:
+        """Keep the records of partitions this consumer still owns (and errors).
+
+        A rebalance callback runs inside ``consume()``, which can still return
+        records of the partitions it just revoked. They are dropped unprocessed: no
+        output is produced for them and their offsets are not committed here; the
+        partition's new owner reads them from its last committed offset.
+        """
+        assigned = self._assigned
+        kept = [
+            m
+            for m in messages
+            if m.error() is not None or (m.topic(), m.partition()) in assigned
+        ]
+        if len(kept) != len(messages):
+            logger.info(
+                "records of revoked partitions left to their new owner count=%d",
+                len(messages) - len(kept),
+            )
+        return kept
+
     def _drop(self, partitions: set[TopicPartitionKey]) -> None:
+        self._revocations += 1
         self._ledger.forget(partitions)
         self._assigned -= partitions
         for topic, partition in partitions:
