@@ -211,8 +211,8 @@ def _probe(model: Model, where: Path) -> None:
     if not np.all((scores >= 0.0) & (scores <= 1.0)):
         raise SchemaMismatchError(
             f"expected model.onnx in {where} to return probabilities in [0, 1], "
-            f"found {float(scores[0])!r} for a row of zeros; a model that ends in logits "
-            "needs its sigmoid: re-export it with fraud-train"
+            f"found {float(scores[0])!r} for a row of zeros; a model that ends in "
+            "logits needs its sigmoid: re-export it with fraud-train"
         )
 
 
