@@ -282,7 +282,10 @@ class Worker:
             self._observe_latency(batch)
 
     def _commit(self, asynchronous: bool) -> None:
-        offsets = self._ledger.uncommitted()
+        # A synchronous commit is the last word (shutdown, a refused output): it
+        # also resends offsets whose asynchronous commit has no known outcome yet.
+        ledger = self._ledger
+        offsets = ledger.uncommitted() if asynchronous else ledger.unconfirmed()
         if not offsets:
             return
         partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
@@ -291,7 +294,7 @@ class Worker:
         except KafkaException as exc:
             logger.warning("offset commit failed: %s", exc.args[0])
             return
-        self._ledger.mark_committed(offsets)
+        ledger.mark_committed(offsets, confirmed=not asynchronous)
         if not asynchronous:
             logger.debug("offsets committed %s", offsets)
 
@@ -601,6 +604,7 @@ class Worker:
                 err if err is not None else failed[0].error,
             )
             return
+        self._ledger.confirm({(tp.topic, tp.partition): tp.offset for tp in partitions})
         self.metrics.commits.inc()
 
     def _on_error(self, err: KafkaError) -> None:
@@ -664,7 +668,7 @@ class Worker:
             self._producer.flush(_FLUSH_TIMEOUT_S)
             self._retire()
             offsets = {
-                tp: o for tp, o in self._ledger.uncommitted().items() if tp in revoked
+                tp: o for tp, o in self._ledger.unconfirmed().items() if tp in revoked
             }
             if offsets:
                 partitions_out = [
@@ -672,7 +676,7 @@ class Worker:
                 ]
                 try:
                     consumer.commit(offsets=partitions_out, asynchronous=False)
-                    self._ledger.mark_committed(offsets)
+                    self._ledger.mark_committed(offsets, confirmed=True)
                 except KafkaException as exc:
                     logger.warning("commit on revocation failed: %s", exc.args[0])
         self._drop(revoked)

@@ -103,6 +103,7 @@ class OffsetLedger:
         self._queue: deque[PendingBatch] = deque()
         self._safe: dict[TopicPartitionKey, int] = {}
         self._committed: dict[TopicPartitionKey, int] = {}
+        self._confirmed: dict[TopicPartitionKey, int] = {}
         self.failure: PendingBatch | None = None
 
     def add(self, batch: PendingBatch) -> None:
@@ -146,9 +147,35 @@ class OffsetLedger:
             if self._committed.get(tp) != offset
         }
 
-    def mark_committed(self, offsets: dict[TopicPartitionKey, int]) -> None:
-        """Record that ``offsets`` were handed to a commit call."""
+    def unconfirmed(self) -> dict[TopicPartitionKey, int]:
+        """Return the safe offsets the broker has not confirmed as committed.
+
+        Unlike ``uncommitted`` this includes offsets handed to an asynchronous commit
+        whose outcome is not known yet; a last, synchronous commit sends these.
+        """
+        return {
+            tp: offset
+            for tp, offset in self._safe.items()
+            if self._confirmed.get(tp) != offset
+        }
+
+    def mark_committed(
+        self, offsets: dict[TopicPartitionKey, int], confirmed: bool = False
+    ) -> None:
+        """Record that ``offsets`` were handed to a commit call.
+
+        Args:
+            offsets: per partition, the offset handed to the commit call.
+            confirmed: the call was synchronous and succeeded, so the broker holds
+                these offsets.
+        """
         self._committed.update(offsets)
+        if confirmed:
+            self._confirmed.update(offsets)
+
+    def confirm(self, offsets: dict[TopicPartitionKey, int]) -> None:
+        """Record that the broker confirmed an asynchronous commit of ``offsets``."""
+        self._confirmed.update(offsets)
 
     def retry_commit(self, partitions: Iterable[TopicPartitionKey]) -> None:
         """Treat the last commit of ``partitions`` as not done, so it is sent again."""
@@ -164,5 +191,6 @@ class OffsetLedger:
         for tp in partitions:
             self._safe.pop(tp, None)
             self._committed.pop(tp, None)
+            self._confirmed.pop(tp, None)
             for batch in self._queue:
                 batch.next_offsets.pop(tp, None)

@@ -89,3 +89,19 @@ def test_late_ack_after_revocation_commits_nothing_for_the_lost_partition():
     ledger.collect()
 
     assert ledger.safe_offsets() == {("t", 0): 7}
+
+
+def test_offsets_of_an_async_commit_without_outcome_are_sent_by_the_last_commit():
+    ledger = OffsetLedger()
+    _batch(ledger, 0, p0=4, p1=2)
+    ledger.collect()
+    ledger.mark_committed({("t", 0): 4, ("t", 1): 2})
+
+    assert ledger.uncommitted() == {}
+    assert ledger.unconfirmed() == {("t", 0): 4, ("t", 1): 2}
+
+    ledger.confirm({("t", 0): 4})
+    assert ledger.unconfirmed() == {("t", 1): 2}
+
+    ledger.mark_committed({("t", 1): 2}, confirmed=True)
+    assert ledger.unconfirmed() == {}

@@ -353,11 +353,6 @@ def test_records_of_a_partition_revoked_during_consume_are_not_committed(model_d
     assert all((_TOPIC, 1) not in c for c in consumer.commits)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shutdown commits only offsets not yet handed to an async commit; when "
-    "that last async commit fails, the graceful stop commits nothing for them",
-)
 def test_graceful_stop_commits_synchronously_even_after_an_async_commit(model_dir):
     consumer = _AsyncAwareConsumer({})
     producer = _RecordingProducer({})

@@ -126,6 +126,8 @@ def test_failed_async_commit_is_sent_again(harness):
         lambda: worker._on_commit("coordinator moved", [TopicPartition(_TOPIC, 0, 2)]),
         lambda: worker._commit(asynchronous=True),
         lambda: worker._commit(asynchronous=True),
+        # Confirmed, so the last (synchronous) commit at shutdown need not resend it.
+        lambda: worker._on_commit(None, [TopicPartition(_TOPIC, 0, 2)]),
         worker.stop,
     ]
 
