@@ -43,7 +43,13 @@ from worker.errors import (
 from worker.metrics import Metrics
 from worker.model import Model
 from worker.offsets import OffsetLedger, PendingBatch, TopicPartitionKey
-from worker.outputs import alert_value, dead_letter_headers, rfc3339_ms, score_value
+from worker.outputs import (
+    alert_value,
+    dead_letter_headers,
+    fit_dead_letter,
+    rfc3339_ms,
+    score_value,
+)
 from worker.watchdog import Watchdog
 
 __all__ = ["Worker"]
@@ -72,6 +78,8 @@ _QUEUE_FULL_WAIT_S = 0.05
 _ERROR_LOG_INTERVAL_S = 10.0
 # Longest time the broker may hold a fetch; see _consumer_config.
 _FETCH_WAIT_MAX_MS = 50
+# librdkafka's own default for message.max.bytes, which bounds every produced record.
+_MESSAGE_MAX_BYTES = 1_000_000
 
 _AUTH_CODES = frozenset(
     {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
@@ -148,6 +156,13 @@ class Worker:
                 f"expected librdkafka to accept the Kafka settings, found: "
                 f"{exc.args[0]}; fix --kafka-config or the -X flags"
             ) from exc
+        # librdkafka accepted the setting, so it is an integer; dead letters are cut
+        # to fit it (see outputs.fit_dead_letter).
+        self._max_record_bytes = int(
+            settings.client_config("producer").get(
+                "message.max.bytes", _MESSAGE_MAX_BYTES
+            )
+        )
         metrics.model_info.labels(model.info.model_version, f"{self.threshold:g}").set(
             1
         )
@@ -547,7 +562,10 @@ class Worker:
             headers = dead_letter_headers(
                 letter, topic, message.partition(), message.offset(), version
             )
-            self._produce(dlq, message.value(), message.key(), headers, batch)
+            value, key, headers = fit_dead_letter(
+                message.value(), message.key(), headers, self._max_record_bytes
+            )
+            self._produce(dlq, value, key, headers, batch)
 
     def _produce(
         self,

@@ -13,11 +13,21 @@ import orjson
 
 from worker.decode import DeadLetter
 
-__all__ = ["alert_value", "dead_letter_headers", "rfc3339_ms", "score_value"]
+__all__ = [
+    "alert_value",
+    "dead_letter_headers",
+    "fit_dead_letter",
+    "rfc3339_ms",
+    "score_value",
+]
 
 logger = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
+
+# librdkafka counts about 40 bytes of record framing plus a few per header against
+# message.max.bytes; this leaves room for both.
+_FRAMING_BYTES = 256
 
 
 def rfc3339_ms(epoch_s: float) -> str:
@@ -90,3 +100,38 @@ def dead_letter_headers(
         ("fraudstream.source.offset", str(offset).encode()),
         ("fraudstream.model_version", model_version.encode()),
     ]
+
+
+def _record_bytes(value: bytes | None, key: bytes | None, headers: Headers) -> int:
+    named = sum(len(name) + len(text) for name, text in headers)
+    return len(value or b"") + len(key or b"") + named + _FRAMING_BYTES
+
+
+def fit_dead_letter(
+    value: bytes | None, key: bytes | None, headers: Headers, max_bytes: int
+) -> tuple[bytes | None, bytes | None, Headers]:
+    """Cut a dead letter so that the producer's ``message.max.bytes`` accepts it.
+
+    A record that fits is returned unchanged. Otherwise the value is cut to the
+    prefix that fits and the header ``fraudstream.original.value_bytes`` gives its
+    full size; if the key alone leaves no room, the value is emptied and the key is
+    cut too, with ``fraudstream.original.key_bytes``.
+
+    Note:
+        A cut dead letter does not hold the whole event: that stays on the source
+        topic at the partition and offset of the ``fraudstream.source.*`` headers
+        only until that topic's retention removes it. Keeping it whole needs a
+        dead-letter topic and producer that accept records of that size (raise the
+        producer's ``message.max.bytes`` and the topic's ``max.message.bytes``).
+    """
+    if _record_bytes(value, key, headers) <= max_bytes:
+        return value, key, headers
+    original = str(len(value or b"")).encode()
+    headers = [*headers, ("fraudstream.original.value_bytes", original)]
+    room = max_bytes - _record_bytes(None, key, headers)
+    if room >= 0:
+        return (value or b"")[:room], key, headers
+    original = str(len(key or b"")).encode()
+    headers = [*headers, ("fraudstream.original.key_bytes", original)]
+    room = max(max_bytes - _record_bytes(None, None, headers), 0)
+    return b"", (key or b"")[:room], headers

@@ -233,12 +233,6 @@ def test_model_json_without_format_version_is_refused(tmp_path):
 # -- hot path and config (owned elsewhere; xfail until fixed) ------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an event over the producer's message.max.bytes is dead-lettered with its "
-    "original bytes; produce() raises MSG_SIZE_TOO_LARGE and the worker stops on "
-    "that event at every restart",
-)
 def test_oversized_event_does_not_stop_the_worker(model_dir):
     consumer = FakeConsumer({})
     producer = _RecordingProducer({}, max_bytes=1_000_000)
