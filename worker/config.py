@@ -83,7 +83,7 @@ _OPTIONS: tuple[_Option, ...] = (
             "most events scored in one model call"),
     _Option("max_batch_wait_ms", ("--max-batch-wait-ms",),
             ("FRAUD_MAX_BATCH_WAIT_MS",), "5",
-            "longest wait for a batch to fill, in milliseconds"),
+            "longest wait for a batch to fill, in milliseconds (at least 1)"),
     _Option("max_event_bytes", ("--max-event-bytes",), ("FRAUD_MAX_EVENT_BYTES",),
             "65536", "events larger than this go to the dead-letter topic"),
     _Option("intra_op_threads", ("--intra-op-threads",),
@@ -245,6 +245,19 @@ def _integer(name: str, text: str | None, low: int, high: int) -> int:
     return value
 
 
+def _batch_wait_ms(text: str | None) -> int:
+    value = _integer("max_batch_wait_ms", text, 0, 60_000)
+    if value == 0:
+        # consume() with a zero timeout returns at once when nothing has arrived, so
+        # an idle worker would call it in a tight loop and keep a core busy.
+        raise ConfigError(
+            "max_batch_wait_ms: expected at least 1 ms, found 0, which makes an idle "
+            "worker poll without ever blocking and spin a core; set "
+            "--max-batch-wait-ms 1 for the lowest latency (default 5)"
+        )
+    return value
+
+
 def _threshold(text: str | None) -> float | None:
     if text is None or text == "":
         return None
@@ -340,9 +353,7 @@ def load_settings(
         threshold=_threshold(raw["threshold"]),
         alert_key_field=str(raw["alert_key_field"]),
         max_batch_size=_integer("max_batch_size", raw["max_batch_size"], 1, 100_000),
-        max_batch_wait_ms=_integer(
-            "max_batch_wait_ms", raw["max_batch_wait_ms"], 0, 60_000
-        ),
+        max_batch_wait_ms=_batch_wait_ms(raw["max_batch_wait_ms"]),
         max_event_bytes=_integer(
             "max_event_bytes", raw["max_event_bytes"], 64, 64 * 1024 * 1024
         ),

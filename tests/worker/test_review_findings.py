@@ -430,11 +430,6 @@ class _TimedConsumer(FakeConsumer):
         return super().consume(num_messages, timeout)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--max-batch-wait-ms 0 is accepted and makes the idle loop spin on "
-    "consume(n, 0): about 40 % of a core with no traffic",
-)
 def test_idle_worker_blocks_in_consume_instead_of_spinning(model_dir):
     consumer = _TimedConsumer({})
     try:
