@@ -341,6 +341,14 @@ def load_settings(
             "alert_key_field: expected a field name, found an empty one; "
             "set --alert-key-field (default transaction_id)"
         )
+    for name in ("alerts_topic", "dlq_topic", "scores_topic"):
+        if raw[name] == raw["input_topic"]:
+            raise ConfigError(
+                f"{name}: expected a topic other than the input topic, found "
+                f"{raw[name]!r} for both; the worker would consume its own output "
+                "(a dead letter would be dead-lettered again forever); set "
+                f"--{name.replace('_', '-')} to another topic"
+            )
 
     return Settings(
         model_dir=Path(str(raw["model"])),

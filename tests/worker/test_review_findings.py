@@ -514,11 +514,6 @@ def test_partition_eof_is_not_reported_as_an_error(model_dir, caplog):
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an output topic equal to the input topic is accepted: with the DLQ on "
-    "the input topic every bad event is dead-lettered again forever",
-)
 @pytest.mark.parametrize("flag", ["--alerts-topic", "--dlq-topic", "--scores-topic"])
 def test_output_topic_equal_to_the_input_topic_is_refused(model_dir, flag):
     with pytest.raises(ConfigError, match="input"):
