@@ -5,6 +5,12 @@ environment variable and its default; flags win over the environment, which wins
 over the default. librdkafka settings pass through unchanged from a properties file
 (``--kafka-config``) and repeated ``-X key=value`` flags, later ones winning. A key
 prefixed ``consumer.`` or ``producer.`` reaches only that client.
+
+Note:
+    The input is one named topic. A ``^`` prefix, which librdkafka reads as a regex
+    subscription, is refused: offsets, alert sources and lag are kept under the
+    configured name, so a pattern would never commit. To read several topics, run
+    one worker (and group id) per topic.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("group_id", ("--group-id",), ("FRAUD_GROUP_ID",), "fraud-worker",
             "consumer group id"),
     _Option("input_topic", ("--input-topic",), ("FRAUD_INPUT_TOPIC",), "transactions",
-            "topic of transaction events"),
+            "topic of transaction events (one name; a '^' regex is refused)"),
     _Option("alerts_topic", ("--alerts-topic",), ("FRAUD_ALERTS_TOPIC",),
             "fraud-alerts", "topic that receives fraud alerts"),
     _Option("dlq_topic", ("--dlq-topic",), ("FRAUD_DLQ_TOPIC",), "transactions.dlq",
@@ -340,6 +346,13 @@ def load_settings(
         raise ConfigError(
             "alert_key_field: expected a field name, found an empty one; "
             "set --alert-key-field (default transaction_id)"
+        )
+    if str(raw["input_topic"]).startswith("^"):
+        raise ConfigError(
+            "input_topic: expected one topic name, found the pattern "
+            f"{raw['input_topic']!r} (a '^' prefix subscribes by regex, which the "
+            "worker does not support: it keeps offsets under the configured name); "
+            "set --input-topic to one topic and run a worker per topic"
         )
     for name in ("alerts_topic", "dlq_topic", "scores_topic"):
         if raw[name] == raw["input_topic"]:

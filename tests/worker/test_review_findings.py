@@ -523,12 +523,6 @@ def test_output_topic_equal_to_the_input_topic_is_refused(model_dir, flag):
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a '^' input topic subscribes by regex, but offsets and alert sources "
-    "use the pattern as the topic name: every commit fails with "
-    "UNKNOWN_TOPIC_OR_PART and nothing is ever committed",
-)
 def test_regex_input_topic_commits_under_the_record_topic(model_dir):
     try:
         settings = load_settings(
