@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -147,6 +148,7 @@ class Worker:
         self._auth_error: KafkaError | None = None
         self._watchdog = watchdog or Watchdog(_TXN_STALL_S)
         self._last_error_log = 0.0
+        self._abort_log = _Throttle(_ERROR_LOG_INTERVAL_S)
         self._kafka_logger = logging.getLogger("worker.kafka")
         try:
             self._producer = producer_factory(self._producer_config())
@@ -219,6 +221,15 @@ class Worker:
         if not self.exactly_once:
             self._producer.flush(_FLUSH_TIMEOUT_S)
             self._retire()
+            failure = self._ledger.failure
+            if clean and failure is not None:
+                # Refused while stopping; otherwise the DeliveryError reports it.
+                logger.error(
+                    "outputs refused by the broker count=%d first: %s; offsets stop "
+                    "before their batch",
+                    len(failure.errors),
+                    failure.errors[0],
+                )
             self._commit(asynchronous=False)
         self._close_consumer()
         logger.info("worker stopped")
@@ -343,11 +354,16 @@ class Worker:
             try:
                 self._finish_transaction(batch)
             except _AbortableError as exc:
-                logger.warning(
-                    "transaction aborted, rewinding %d partitions: %s",
-                    len(batch.next_offsets),
-                    exc,
-                )
+                held = self._abort_log.allow()
+                if held is not None:
+                    logger.warning(
+                        "transaction aborted, rewinding %d partitions "
+                        "(outputs refused=%d, earlier aborts not logged=%d): %s",
+                        len(batch.next_offsets),
+                        len(batch.errors),
+                        held,
+                        exc,
+                    )
                 self._call_txn(producer.abort_transaction, _TXN_TIMEOUT_S)
                 self._rewind(messages)
                 continue
@@ -606,8 +622,9 @@ class Worker:
             self.metrics.end_to_end_latency.observe_many(np.maximum(latency, 0.0))
 
     def _on_refused(self, err: KafkaError) -> None:
+        # Counted per record; logged once per failed batch where the failure is
+        # handled (the DeliveryError, the shutdown, the aborted transaction).
         self.metrics.produce_errors.inc()
-        logger.error("output refused by the broker: %s", err)
 
     def _on_commit(
         self, err: KafkaError | None, partitions: list[TopicPartition]
@@ -801,3 +818,23 @@ class Worker:
 
 class _AbortableError(Exception):
     """A transaction failed in a way that an abort and a rewind recover from."""
+
+
+class _Throttle:
+    """Let one log line of a kind through per interval and count those held back."""
+
+    __slots__ = ("_interval_s", "_last", "_held")
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._last = -math.inf
+        self._held = 0
+
+    def allow(self) -> int | None:
+        """Return None to hold this line back, else the count held since the last."""
+        now = time.monotonic()
+        if now - self._last < self._interval_s:
+            self._held += 1
+            return None
+        held, self._held, self._last = self._held, 0, now
+        return held

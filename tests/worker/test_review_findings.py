@@ -445,11 +445,6 @@ def test_idle_worker_blocks_in_consume_instead_of_spinning(model_dir):
     assert min(consumer.timeouts) > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="every refused output logs its own error line (one per record), so a "
-    "topic that refuses a batch of scores floods the log",
-)
 def test_refused_outputs_log_one_line_per_batch_not_per_record(model_dir, caplog):
     consumer = FakeConsumer({})
     producer = FakeProducer({})

@@ -117,6 +117,27 @@ def test_refused_alert_stops_the_loop_after_committing_the_safe_prefix(harness):
     assert registry.get_sample_value("fraud_worker_produce_errors_total") == 1
 
 
+def test_output_refused_while_stopping_is_logged_once_with_its_count(harness, caplog):
+    worker, consumer, producer, registry = harness
+    producer.ack_on_flush = False
+    consumer.steps = [
+        lambda: _assign(worker, consumer, 0),
+        _messages(0, 0, 4, fraud_at=1),
+        worker.stop,
+    ]
+    # The shutdown flush is where the broker's refusal arrives.
+    producer.flush = lambda _timeout=0: producer.release(error="TOPIC_AUTH_FAILED")
+
+    with caplog.at_level("ERROR", logger="worker.app"):
+        assert worker.run() == 0
+
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1
+    assert "count=1 first: TOPIC_AUTH_FAILED" in refused[0]
+    assert all((_TOPIC, 0) not in c for c in consumer.commits)
+    assert registry.get_sample_value("fraud_worker_produce_errors_total") == 1
+
+
 def test_failed_async_commit_is_sent_again(harness):
     worker, consumer, _, _ = harness
     consumer.steps = [
