@@ -149,6 +149,7 @@ class Worker:
         self._watchdog = watchdog or Watchdog(_TXN_STALL_S)
         self._last_error_log = 0.0
         self._abort_log = _Throttle(_ERROR_LOG_INTERVAL_S)
+        self._commit_log = _Throttle(_ERROR_LOG_INTERVAL_S)
         self._kafka_logger = logging.getLogger("worker.kafka")
         try:
             self._producer = producer_factory(self._producer_config())
@@ -318,7 +319,13 @@ class Worker:
         try:
             self._consumer.commit(offsets=partitions, asynchronous=asynchronous)
         except KafkaException as exc:
-            logger.warning("offset commit failed: %s", exc.args[0])
+            held = self._commit_log.allow()
+            if held is not None:
+                logger.warning(
+                    "offset commit failed: %s (earlier failures not logged=%d)",
+                    exc.args[0],
+                    held,
+                )
             return
         ledger.mark_committed(offsets, confirmed=not asynchronous)
         if not asynchronous:
@@ -633,11 +640,15 @@ class Worker:
         if failed:
             # Forgetting them makes the next commit round send these offsets again.
             self._ledger.retry_commit((tp.topic, tp.partition) for tp in failed)
-            logger.warning(
-                "offset commit failed for %d partitions: %s",
-                len(failed),
-                err if err is not None else failed[0].error,
-            )
+            held = self._commit_log.allow()
+            if held is not None:
+                logger.warning(
+                    "offset commit failed for %d partitions: %s (earlier failures "
+                    "not logged=%d)",
+                    len(failed),
+                    err if err is not None else failed[0].error,
+                    held,
+                )
             return
         self._ledger.confirm({(tp.topic, tp.partition): tp.offset for tp in partitions})
         self.metrics.commits.inc()

@@ -465,11 +465,6 @@ def test_refused_outputs_log_one_line_per_batch_not_per_record(model_dir, caplog
     assert len(refused) <= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a commit that keeps failing logs a warning at every commit interval "
-    "(several lines a second); other repeated errors are throttled",
-)
 def test_repeated_commit_failures_are_logged_throttled(model_dir, caplog):
     worker, _ = _worker(model_dir, FakeConsumer({}), FakeProducer({}))
     tp = TopicPartition(_TOPIC, 0, 5)
