@@ -25,7 +25,12 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data" / "creditcard" / "creditcard-subset.csv"
+# The real credit-card subset is shared reference data kept beside the checkout, never
+# inside it; FRAUDSTREAM_CREDITCARD_CSV points the tests at a copy elsewhere.
+SHARED_DATA = Path(
+    os.environ.get("FRAUDSTREAM_CREDITCARD_CSV")
+    or ROOT.parent / "shared" / "data" / "creditcard" / "creditcard-subset.csv"
+)
 
 _TOPIC_TIMEOUT_S = 30.0
 # A test that forgets to clean up leaves a few small topics behind; unique names keep
@@ -133,5 +138,8 @@ def make_topic(kafka_admin) -> Iterator[Callable[..., str]]:  # type: ignore[no-
 def creditcard_csv() -> Path:
     """Path of the real credit-card subset, or skip when this machine lacks it."""
     if not SHARED_DATA.is_file():
-        pytest.skip(f"real credit-card subset not found at {SHARED_DATA}")
+        pytest.skip(
+            f"real credit-card subset not found at {SHARED_DATA}; set "
+            "FRAUDSTREAM_CREDITCARD_CSV to its path to run this test"
+        )
     return SHARED_DATA

@@ -690,11 +690,19 @@ class Worker:
             )
 
     def _log_consumer_errors(self, messages: list[Any]) -> None:
+        # Reaching the end of a partition (enable.partition.eof=true) is no error.
+        errors = [
+            err
+            for m in messages
+            if (err := m.error()) is not None
+            and err.code() != KafkaError._PARTITION_EOF
+        ]
+        if not errors:
+            return
         now = time.monotonic()
         if now - self._last_error_log < _ERROR_LOG_INTERVAL_S:
             return
         self._last_error_log = now
-        errors = [m.error() for m in messages if m.error() is not None]
         logger.warning("consumer reported %d errors, first: %s", len(errors), errors[0])
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

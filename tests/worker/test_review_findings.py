@@ -367,11 +367,6 @@ def test_graceful_stop_commits_synchronously_even_after_an_async_commit(model_di
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="librdkafka error strings can quote a secret setting (here part of "
-    "sasl.oauthbearer.config) and the worker puts them in its errors and logs",
-)
 def test_secret_setting_quoted_by_librdkafka_is_not_in_the_error(
     model_dir, kafka_bootstrap
 ):
@@ -481,11 +476,6 @@ class _EofMessage(FakeMessage):
         return KafkaError(KafkaError._PARTITION_EOF)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with enable.partition.eof=true an end-of-partition event is logged as "
-    "a consumer error warning",
-)
 def test_partition_eof_is_not_reported_as_an_error(model_dir, caplog):
     consumer = FakeConsumer({})
     worker, _ = _worker(
