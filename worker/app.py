@@ -38,6 +38,7 @@ from worker.errors import (
     ConfigError,
     DeliveryError,
     FencedError,
+    FraudWorkerError,
     KafkaAuthError,
     KafkaFatalError,
 )
@@ -51,11 +52,19 @@ from worker.outputs import (
     rfc3339_ms,
     score_value,
 )
+from worker.redaction import RedactingFilter, Redactor, secret_values
 from worker.watchdog import Watchdog
 
 __all__ = ["Worker"]
 
 logger = logging.getLogger(__name__)
+
+# Every Worker adds its secret Kafka settings here; they are redacted from this
+# module's log lines and from librdkafka's, which go to the "worker.kafka" logger.
+_LOG_REDACTOR = Redactor()
+_LOG_FILTER = RedactingFilter(_LOG_REDACTOR)
+logger.addFilter(_LOG_FILTER)
+logging.getLogger("worker.kafka").addFilter(_LOG_FILTER)
 
 # Shutdown and revocation wait this long for outstanding acks; past it, offsets of the
 # unacknowledged batches are simply not committed.
@@ -151,14 +160,21 @@ class Worker:
         self._abort_log = _Throttle(_ERROR_LOG_INTERVAL_S)
         self._commit_log = _Throttle(_ERROR_LOG_INTERVAL_S)
         self._kafka_logger = logging.getLogger("worker.kafka")
+        secrets = secret_values(settings.kafka)
+        self._redactor = Redactor(secrets)
+        _LOG_REDACTOR.add(secrets)
         try:
             self._producer = producer_factory(self._producer_config())
             self._consumer = consumer_factory(self._consumer_config())
         except KafkaException as exc:
-            raise ConfigError(
+            error = ConfigError(
                 f"expected librdkafka to accept the Kafka settings, found: "
                 f"{exc.args[0]}; fix --kafka-config or the -X flags"
-            ) from exc
+            )
+            error.__cause__ = exc
+            # A quoted secret is redacted, and the library error that quotes it dropped.
+            self._redactor.scrub_error(error)
+            raise error from error.__cause__
         # librdkafka accepted the setting, so it is an integer; dead letters are cut
         # to fit it (see outputs.fit_dead_letter).
         self._max_record_bytes = int(
@@ -188,7 +204,17 @@ class Worker:
             DeliveryError: an output was refused; safe offsets were committed first.
             KafkaFatalError: librdkafka reported a fatal error.
             FencedError: exactly-once mode, another instance took over.
+
+        Secret Kafka settings that librdkafka quotes are redacted from the messages
+        of these errors.
         """
+        try:
+            return self._run()
+        except FraudWorkerError as exc:
+            self._redactor.scrub_error(exc)
+            raise
+
+    def _run(self) -> int:
         settings = self.settings
         if self.exactly_once:
             self._call_txn(self._producer.init_transactions, _TXN_TIMEOUT_S)
