@@ -52,10 +52,12 @@ _PROMQL_WORDS = frozenset(
     {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool"}
     | {"and", "or", "unless", "inf", "nan", "atan2"}
 )
-_START_TIMEOUT_S = 30.0
-_SCRAPE_TIMEOUT_S = 30.0
+# Waits, not speed checks: each returns as soon as its answer comes (seconds when
+# idle), and is long enough for a machine whose load average is well above its cores.
+_START_TIMEOUT_S = 90.0
+_SCRAPE_TIMEOUT_S = 90.0
 # Rule groups are first evaluated at an offset within their interval (1 s here).
-_RULES_TIMEOUT_S = 30.0
+_RULES_TIMEOUT_S = 90.0
 _EVENTS = 300
 
 
