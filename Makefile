@@ -13,7 +13,7 @@ KAFKA := python3 deploy/kafka/localkafka.py
 # Re-install whenever the dependency list changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install test test-faults lint demo bench bench-quick kafka-up kafka-status kafka-stop kafka-down clean
+.PHONY: help install test test-faults lint topics demo bench bench-quick kafka-up kafka-status kafka-stop kafka-down clean
 
 help:
 	@echo "make demo          train on synthetic data, stream it through the worker, print a summary"
@@ -22,9 +22,13 @@ help:
 	@echo "make install       create $(VENV) and install fraudstream with the train and test extras"
 	@echo "make lint          ruff and mypy"
 	@echo "make bench         throughput and latency benchmark (bench/results/latest.json)"
+	@echo "make bench-quick   the same with small inputs, about a minute"
+	@echo "make topics        create the worker's topics (PARTITIONS=3 input partitions)"
 	@echo "make kafka-up      start the local Kafka broker on 127.0.0.1:\$${KAFKA_PORT:-9092}"
 	@echo "make kafka-status  is it running, where, which pid"
+	@echo "make kafka-stop    stop it, keep its data"
 	@echo "make kafka-down    stop it and delete its data"
+	@echo "make clean         remove build and test caches and out/"
 
 install: $(INSTALLED)
 
@@ -61,9 +65,22 @@ bench: install
 bench-quick: install
 	$(PY) -m bench.run --quick
 
+# Creates the default topics on $$KAFKA_BOOTSTRAP_SERVERS (or 127.0.0.1:$$KAFKA_PORT);
+# topics that exist already are left as they are.
+PARTITIONS ?= 3
+topics: install
+	@$(PY) -c 'import os, sys; \
+	from confluent_kafka.admin import AdminClient, NewTopic; \
+	bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:" + os.environ.get("KAFKA_PORT", "9092"); \
+	admin = AdminClient({"bootstrap.servers": bootstrap}); \
+	wanted = {"transactions": $(PARTITIONS), "fraud-alerts": 3, "transactions.dlq": 1, "scores": 3}; \
+	futures = admin.create_topics([NewTopic(t, n, 1) for t, n in wanted.items()]); \
+	[print(t, "created" if f.exception() is None else f.exception().args[0].str()) for t, f in futures.items()]'
+
 kafka-up:
 	@$(KAFKA) up
 
+# Exits 3 when no broker runs, so scripts can test it; make then reports "Error 3".
 kafka-status:
 	@$(KAFKA) status
 
