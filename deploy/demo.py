@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -385,6 +386,18 @@ def read_alerts(
 # --- training ------------------------------------------------------------------------
 
 
+def shell_command(command: Sequence[str]) -> str:
+    """``command`` as a line to paste into a shell in the checkout's root.
+
+    The interpreter is shown relative to the root when it lives inside it (such as
+    ``.venv/bin/python``), so the line stays short and still runs.
+    """
+    program = Path(command[0])
+    with contextlib.suppress(ValueError):
+        program = program.relative_to(ROOT)
+    return shlex.join([str(program), *command[1:]])
+
+
 def _model_matches(model_dir: Path, source: str, rows: int | None) -> bool:
     try:
         meta = json.loads((model_dir / "model.json").read_text())
@@ -409,7 +422,7 @@ def train(model_dir: Path, data: Path | None, rows: int, retrain: bool) -> float
     command = [sys.executable, "-m", "trainer", "--out", str(model_dir)]
     command += ["--data", str(data)] if data else ["--synthetic", str(rows)]
     command += ["--seed", str(_TRAIN_SEED)]
-    print(f"  $ {' '.join(command[1:])}", flush=True)
+    print(f"  $ {shell_command(command)}", flush=True)
     started = time.monotonic()
     result = subprocess.run(command, cwd=ROOT, check=False)
     if result.returncode != 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -86,6 +87,29 @@ def test_verdict_counts_caught_missed_and_false_alarms_from_the_labels(demo):
 
     assert (verdict.events, verdict.frauds, verdict.alerts) == (5, 2, 2)
     assert (verdict.caught, verdict.missed, verdict.false_alarms) == (1, 1, 1)
+
+
+def test_training_command_shown_is_the_one_run_and_runs_from_the_root(
+    demo, tmp_path, monkeypatch, capsys
+):
+    ran: list[list[str]] = []
+
+    def fake_run(command, **kwargs):
+        ran.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(demo.subprocess, "run", fake_run)
+
+    demo.train(tmp_path / "model", None, 1000, retrain=True)
+
+    shown = next(
+        line for line in capsys.readouterr().out.splitlines() if "$ " in line
+    ).split("$ ", 1)[1]
+    program, *rest = shlex.split(shown)
+    assert (ROOT / program).resolve() == Path(ran[0][0]).resolve()
+    assert os.access(ROOT / program, os.X_OK)
+    assert rest == ran[0][1:]
+    assert rest[:2] == ["-m", "trainer"]
 
 
 def _free_port_pair() -> int:
