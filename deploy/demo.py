@@ -10,12 +10,12 @@ Steps, each printed as it runs:
 3. Create private topics for this run and replay a backlog into the input topic as
    fast as possible, before any worker runs.
 4. Start ``fraud-worker`` on a free metrics port and time how fast it drains the
-   backlog: the throughput figure.
-5. Replay fresh rows paced below the worker's capacity: the latency figures, read
-   from the worker's own end-to-end histogram. Labels of every replayed row are kept
-   aside in CSV files, never sent.
-6. Wait until the metrics show every event scored, read every alert, judge them
-   against the labels and print the summary.
+   backlog: the throughput figure, left out when the drain lasts under 1 s.
+5. Replay fresh synthetic rows (a file's rows again) paced below the worker's
+   capacity: the latency figures, read from the worker's own end-to-end histogram.
+   Labels of every replayed row are kept aside in CSV files, never sent.
+6. Wait until the metrics show every event scored, read every alert, judge each
+   transaction once against the labels and print the summary.
 7. Stop the worker with SIGTERM, delete the topics, stop the broker if step 1
    started it.
 
@@ -75,6 +75,8 @@ _SCORE_EVENTS_PER_S_FLOOR = 2_000
 _POLL_S = 0.2
 # While a backlog drains, scrape often: the drain time is read to about this.
 _DRAIN_POLL_S = 0.05
+# A drain shorter than this is a handful of scrapes: its throughput is not reported.
+_MIN_DRAIN_S = 1.0
 _STOP_TIMEOUT_S = 30.0
 _LATENCY = "fraud_worker_end_to_end_latency_seconds"
 _CONSUMED = "fraud_worker_events_consumed_total"
@@ -445,6 +447,8 @@ class Phase:
         events: events replayed, from the labels file once it ran.
         rate: events per second asked of the replay, 0 for as fast as possible.
         labels_path: where the replay kept the labels.
+        source_args: ``fraud-replay`` arguments naming the rows.
+        id_prefix: start of the phase's transaction ids.
         busy_s: backlog only: from the first event consumed to the last event's
             outputs acknowledged.
         latency_buckets: the end-to-end histogram's growth during the phase.
@@ -454,33 +458,94 @@ class Phase:
     events: int
     rate: float
     labels_path: Path
+    source_args: tuple[str, ...] = ()
+    id_prefix: str = ""
     busy_s: float = 0.0
     latency_buckets: tuple[tuple[float, float], ...] = ()
 
     @property
-    def throughput(self) -> float:
-        return self.events / self.busy_s if self.busy_s > 0 else 0.0
+    def throughput(self) -> float | None:
+        """Events per second of the drain; None when it was too short to time."""
+        if self.busy_s < _MIN_DRAIN_S:
+            return None
+        return self.events / self.busy_s
 
 
-def replay_into(
-    phase: Phase,
-    bootstrap: str,
-    topic: str,
-    source_args: Sequence[str],
-    id_prefix: str,
-) -> None:
+def plan_phases(
+    data: Path | None,
+    file_rows: int,
+    backlog_events: int,
+    events: int,
+    rate: float,
+    out: Path,
+) -> list[Phase]:
+    """The replays of one run: a backlog (unless 0 events) and the paced phase.
+
+    Synthetic phases replay different seeds under different id prefixes. A CSV file
+    has only its rows: each phase replays up to all of them under one prefix, so a
+    row keeps its transaction id in both phases and is judged once.
+    """
+    phases: list[Phase] = []
+    if data is not None:
+        source = ("--data", str(data))
+        if backlog_events:
+            phases.append(
+                Phase(
+                    "backlog", min(backlog_events, file_rows), 0.0,
+                    out / "labels-backlog.csv", source, "demo-data",
+                )
+            )  # fmt: skip
+        phases.append(
+            Phase(
+                "paced", min(events, file_rows), rate, out / "labels-paced.csv",
+                source, "demo-data",
+            )
+        )  # fmt: skip
+        return phases
+    if backlog_events:
+        phases.append(
+            Phase(
+                "backlog", backlog_events, 0.0, out / "labels-backlog.csv",
+                ("--synthetic", str(backlog_events), "--seed", str(_BACKLOG_SEED)),
+                "demo-backlog",
+            )
+        )  # fmt: skip
+    phases.append(
+        Phase(
+            "paced", events, rate, out / "labels-paced.csv",
+            ("--synthetic", str(events), "--seed", str(_PACED_SEED)),
+            "demo-paced",
+        )
+    )  # fmt: skip
+    return phases
+
+
+def count_file_rows(path: Path) -> int:
+    """Rows of a CSV file that ``fraud-replay`` accepts; refuse one it would not."""
+    from worker.replay import ReplayError, csv_source
+
+    try:
+        rows = csv_source(path).total or 0
+    except ReplayError as exc:
+        raise DemoError(f"DATA cannot be replayed: {exc}") from exc
+    if rows == 0:
+        raise DemoError(f"DATA must hold at least one row; {path} has none")
+    return rows
+
+
+def replay_into(phase: Phase, bootstrap: str, topic: str) -> None:
     """Run ``fraud-replay`` for one phase; its progress bar shows on the terminal."""
     command = [
         sys.executable,
         "-m",
         "worker.replay",
-        *source_args,
+        *phase.source_args,
         "--limit", str(phase.events),
         "--topic", topic,
         "--rate", str(phase.rate),
         "--bootstrap-servers", bootstrap,
         "--labels-out", str(phase.labels_path),
-        "--id-prefix", id_prefix,
+        "--id-prefix", phase.id_prefix,
         "--event-time", "now",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, check=False)
@@ -602,12 +667,21 @@ def format_summary(
 ) -> str:
     """The closing summary, one fact a line."""
     legit = verdict.events - verdict.frauds
-    lines = [
-        "",
-        "fraudstream demo summary",
-        "------------------------",
-        f"events scored   {verdict.events:,}  ({verdict.frauds:,} fraud, {legit:,} "
-        "legitimate, by the labels kept aside)",
+    scored = sum(phase.events for phase in phases)
+    lines = ["", "fraudstream demo summary", "------------------------"]
+    if scored == verdict.events:
+        lines.append(
+            f"events scored   {scored:,}  ({verdict.frauds:,} fraud, {legit:,} "
+            "legitimate, by the labels kept aside)"
+        )
+    else:
+        lines += [
+            f"events scored   {scored:,}  (rows of one file replayed in "
+            f"{len(phases)} phases; each transaction is judged once below)",
+            f"transactions    {verdict.events:,}  ({verdict.frauds:,} fraud, "
+            f"{legit:,} legitimate, by the labels kept aside)",
+        ]
+    lines += [
         f"alerts          {verdict.alerts:,}"
         + (f"  (threshold {threshold:g})" if threshold is not None else ""),
         f"frauds caught   {verdict.caught:,} of {verdict.frauds:,}"
@@ -622,7 +696,13 @@ def format_summary(
         f"dead letters    {final.get(_DEAD_LETTERS):,.0f}",
     ]  # fmt: skip
     for phase in phases:
-        if phase.name == "backlog":
+        if phase.name == "backlog" and phase.throughput is None:
+            lines.append(
+                f"throughput      not measured: the backlog of {phase.events:,} "
+                f"events drained in {phase.busy_s:.2f} s, too short to time by "
+                f"scraping (a backlog lasting {_MIN_DRAIN_S:.0f} s or more would be)"
+            )
+        elif phase.name == "backlog":
             lines.append(
                 f"throughput      {phase.throughput:,.0f} events/s: a backlog of "
                 f"{phase.events:,} events drained in {phase.busy_s:.2f} s (first "
@@ -759,6 +839,7 @@ def run(args: argparse.Namespace) -> int:
             "--events must be > 0, --backlog-events >= 0 and --rate >= 0; got "
             f"{args.events}, {args.backlog_events}, {args.rate}"
         )
+    file_rows = count_file_rows(args.data) if args.data is not None else 0
 
     with _cleanup(started):
         # 1. broker
@@ -799,23 +880,18 @@ def run(args: argparse.Namespace) -> int:
         create_topics(bootstrap, topics, _INPUT_PARTITIONS)
         started.topics = topics
         print(f"3. topics {', '.join(topics.all())}")
-        if args.data is not None:
-            backlog_source = paced_source = ["--data", str(args.data)]
-        else:
-            backlog_source = ["--synthetic", str(args.backlog_events)]
-            backlog_source += ["--seed", str(_BACKLOG_SEED)]
-            paced_source = ["--synthetic", str(args.events), "--seed", str(_PACED_SEED)]
-        phases: list[Phase] = []
-        if args.backlog_events:
-            backlog = Phase(
-                "backlog", args.backlog_events, 0.0, out / "labels-backlog.csv"
-            )
-            print(f"  replaying a backlog of {backlog.events:,} events as fast as "
-                  "possible, before the worker starts")  # fmt: skip
-            replay_into(
-                backlog, bootstrap, topics.input, backlog_source, "demo-backlog"
-            )
-            phases.append(backlog)
+        phases = plan_phases(
+            args.data, file_rows, args.backlog_events, args.events, args.rate, out
+        )
+        *backlogs, paced = phases
+        of_file = f" (rows of {args.data.name})" if args.data is not None else ""
+        for backlog in backlogs:
+            print(f"  replaying a backlog of {backlog.events:,} events{of_file} as "
+                  "fast as possible, before the worker starts")  # fmt: skip
+            if args.data is not None and backlog.events < args.backlog_events:
+                print(f"  ({args.data.name} has {file_rows:,} rows, fewer than the "
+                      f"{args.backlog_events:,} asked)")  # fmt: skip
+            replay_into(backlog, bootstrap, topics.input)
 
         # 4. worker: start it, and time how fast it drains the backlog
         print("4. worker")
@@ -824,18 +900,22 @@ def run(args: argparse.Namespace) -> int:
         )
         started.worker = worker
         print(f"  started; metrics at {worker.metrics_url}, log in {worker.log_path}")
-        if phases:
-            drain_backlog(worker, phases[0])
-            print(f"  backlog scored: {phases[0].throughput:,.0f} events/s")
+        for backlog in backlogs:
+            drain_backlog(worker, backlog)
+            if backlog.throughput is None:
+                print(f"  backlog scored in {backlog.busy_s:.2f} s: too short to "
+                      "time, so no throughput figure")  # fmt: skip
+            else:
+                print(f"  backlog scored: {backlog.throughput:,.0f} events/s")
         worker.wait_ready()
 
         # 5. paced replay, for latency
-        paced = Phase("paced", args.events, args.rate, out / "labels-paced.csv")
-        print(f"5. replaying {paced.events:,} events at {paced.rate:,.0f}/s")
+        if args.data is not None and backlogs:
+            of_file = f" (the same rows of {args.data.name} again)"
+        print(f"5. replaying {paced.events:,} events{of_file} at {paced.rate:,.0f}/s")
         before = scrape(worker.metrics_url)
-        replay_into(paced, bootstrap, topics.input, paced_source, "demo-paced")
+        replay_into(paced, bootstrap, topics.input)
         final = wait_scored(worker, before, paced)
-        phases.append(paced)
 
         # 6. judge the alerts against the labels kept aside
         print("6. reading alerts")
@@ -891,6 +971,7 @@ def _write_result(
     wall_s: float,
 ) -> None:
     result = {
+        "events_scored": sum(phase.events for phase in phases),
         "verdict": dataclasses.asdict(verdict),
         "phases": [
             {
@@ -898,7 +979,9 @@ def _write_result(
                 "events": phase.events,
                 "rate": phase.rate,
                 "busy_s": round(phase.busy_s, 3),
-                "throughput": round(phase.throughput, 1),
+                "throughput": (
+                    None if phase.throughput is None else round(phase.throughput, 1)
+                ),
                 "latency_p50_s": _finite(
                     histogram_quantile(0.5, phase.latency_buckets)
                 ),

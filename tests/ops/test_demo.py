@@ -112,6 +112,76 @@ def test_training_command_shown_is_the_one_run_and_runs_from_the_root(
     assert rest[:2] == ["-m", "trainer"]
 
 
+def _write_rows(path: Path, rows: int) -> Path:
+    columns = ["Time", *(f"V{i}" for i in range(1, 29)), "Amount", "Class"]
+    lines = [",".join(columns)]
+    lines += [",".join(["0"] * (len(columns) - 1) + [str(i % 2)]) for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_file_is_replayed_with_its_real_row_count_under_one_id_prefix(demo, tmp_path):
+    data = _write_rows(tmp_path / "cards.csv", 30)
+
+    rows = demo.count_file_rows(data)
+    backlog, paced = demo.plan_phases(data, rows, 200_000, 20_000, 2000.0, tmp_path)
+
+    assert rows == 30
+    assert (backlog.events, paced.events) == (30, 30)
+    assert backlog.id_prefix == paced.id_prefix
+    assert backlog.source_args == paced.source_args == ("--data", str(data))
+
+
+def test_synthetic_phases_replay_different_rows_under_different_prefixes(
+    demo, tmp_path
+):
+    backlog, paced = demo.plan_phases(None, 0, 5000, 1500, 1000.0, tmp_path)
+
+    assert (backlog.events, paced.events) == (5000, 1500)
+    assert backlog.id_prefix != paced.id_prefix
+    assert backlog.source_args != paced.source_args
+
+
+def test_a_file_replayed_twice_is_judged_once_per_transaction(demo, tmp_path):
+    paths = []
+    for name in ("backlog", "paced"):
+        path = tmp_path / f"labels-{name}.csv"
+        path.write_text("transaction_id,Class\nd-1,1\nd-2,0\nd-3,0\n")
+        paths.append(path)
+    phases = [
+        demo.Phase("backlog", 3, 0.0, paths[0], busy_s=2.0),
+        demo.Phase("paced", 3, 100.0, paths[1]),
+    ]
+
+    verdict = demo.Verdict.judge(demo.read_labels(paths), {"d-1": 0.9, "d-2": 0.8})
+    text = demo.format_summary(
+        verdict, phases, demo.parse_metrics(""), "http://x/metrics", tmp_path, 0.5, 1.0
+    )
+
+    assert (verdict.events, verdict.frauds, verdict.caught) == (3, 1, 1)
+    assert "events scored   6  (rows of one file replayed in 2 phases" in text
+    assert "transactions    3  (1 fraud, 2 legitimate" in text
+
+
+@pytest.mark.parametrize(
+    ("busy_s", "expected"),
+    [(0.14, "throughput      not measured"), (2.0, "throughput      2,500 events/s")],
+    ids=["too-short", "timed"],
+)
+def test_throughput_is_given_only_for_a_drain_long_enough_to_time(
+    demo, tmp_path, busy_s, expected
+):
+    labels = {"s-1": 0}
+    phases = [demo.Phase("backlog", 5000, 0.0, tmp_path / "l.csv", busy_s=busy_s)]
+
+    text = demo.format_summary(
+        demo.Verdict.judge(labels, {}), phases, demo.parse_metrics(""),
+        "http://x/metrics", tmp_path, 0.5, 1.0,
+    )  # fmt: skip
+
+    assert expected in text
+
+
 def _free_port_pair() -> int:
     for _ in range(50):
         with socket.socket() as a, socket.socket() as b:
@@ -134,7 +204,12 @@ def _check_summary(out: Path, events: int, backlog: int) -> dict:
     assert verdict["caught"] + verdict["false_alarms"] == verdict["alerts"]
     assert verdict["alerts"] == result["alerts_counted"]
     backlog_phase, paced = result["phases"]
-    assert backlog_phase["name"] == "backlog" and backlog_phase["throughput"] > 0
+    assert backlog_phase["name"] == "backlog"
+    if backlog_phase["busy_s"] >= 1.0:
+        assert backlog_phase["throughput"] > 0
+    else:
+        assert backlog_phase["throughput"] is None
+    assert result["events_scored"] == events + backlog
     assert 0 < paced["latency_p50_s"] <= paced["latency_p99_s"]
     return result
 
