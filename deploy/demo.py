@@ -17,7 +17,7 @@ Steps, each printed as it runs:
 6. Wait until the metrics show every event scored, read every alert, judge each
    transaction once against the labels and print the summary.
 7. Stop the worker with SIGTERM, delete the topics, stop the broker if step 1
-   started it.
+   started it (deleting its data too if this run created it).
 
 Environment: ``DATA`` (CSV to train on and replay), ``KAFKA_BOOTSTRAP_SERVERS``,
 ``DEMO_EVENTS``, ``DEMO_RATE``, ``DEMO_BACKLOG_EVENTS``, ``DEMO_TRAIN_ROWS``; each has a
@@ -807,6 +807,8 @@ class _Started:
 
     broker: Any = None
     launcher: ModuleType | None = None
+    # The broker's data directory was created by this run, so nothing else is in it.
+    broker_data_ours: bool = False
     worker: WorkerProcess | None = None
     topics: Topics | None = None
     bootstrap: str = ""
@@ -823,8 +825,26 @@ def _cleanup(started: _Started) -> Iterator[None]:
         if started.topics is not None:
             delete_topics(started.bootstrap, started.topics)
         if started.broker is not None and started.launcher is not None:
-            started.launcher.stop(started.broker)
-            print("  local Kafka broker stopped (this demo started it)")
+            stop_broker(started.launcher, started.broker, started.broker_data_ours)
+
+
+def stop_broker(launcher: ModuleType, broker: Any, data_ours: bool) -> None:
+    """Stop a broker this run started; delete its data if this run created it.
+
+    Kafka deletes a topic's files asynchronously, a minute after the topic is
+    deleted; a broker stopped before then keeps them (tens of MB per demo run).
+    Deleting the data directory removes them. A directory that existed before the
+    run may hold other topics, so it is kept and the broker finishes the deletion
+    the next time it runs.
+    """
+    if data_ours:
+        launcher.down(broker)
+        print("  local Kafka broker stopped and its data deleted (this demo started "
+              "it; the model and labels are in the demo's out directory)")  # fmt: skip
+    else:
+        launcher.stop(broker)
+        print(f"  local Kafka broker stopped (this demo started it; its data in "
+              f"{broker.data_dir} was there before and is kept)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -851,9 +871,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             launcher = load_launcher()
             broker = launcher.Broker.from_env()
+            data_existed = broker.data_dir.exists()
             try:
                 if launcher.up(broker):
                     started.broker, started.launcher = broker, launcher
+                    started.broker_data_ours = not data_existed
                     print(f"  started the local broker at {broker.bootstrap}")
                 else:
                     print(f"  using the local broker already running at "

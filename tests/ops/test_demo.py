@@ -182,6 +182,33 @@ def test_throughput_is_given_only_for_a_drain_long_enough_to_time(
     assert expected in text
 
 
+class _FakeLauncher:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def stop(self, broker: object) -> bool:
+        self.calls.append("stop")
+        return True
+
+    def down(self, broker: object) -> bool:
+        self.calls.append("down")
+        return True
+
+
+@pytest.mark.parametrize(
+    ("data_ours", "call"), [(True, "down"), (False, "stop")], ids=["ours", "older"]
+)
+def test_a_broker_the_demo_started_loses_its_data_only_if_the_demo_made_it(
+    demo, tmp_path, data_ours, call
+):
+    launcher = _FakeLauncher()
+    broker = demo.load_launcher().Broker(1, 2, tmp_path)
+
+    demo.stop_broker(launcher, broker, data_ours)
+
+    assert launcher.calls == [call]
+
+
 def _free_port_pair() -> int:
     for _ in range(50):
         with socket.socket() as a, socket.socket() as b:
@@ -261,8 +288,9 @@ def test_demo_from_scratch_trains_starts_a_broker_and_stops_it(demo, tmp_path):
         )  # fmt: skip
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert f"started the local broker at 127.0.0.1:{port}" in result.stdout
-        assert "local Kafka broker stopped (this demo started it)" in result.stdout
+        assert "local Kafka broker stopped and its data deleted" in result.stdout
         assert not launcher.answers(f"127.0.0.1:{port}")
+        assert not broker.data_dir.exists()
         assert (out / "model" / "model.onnx").is_file()
         _check_summary(out, events=1000, backlog=10000)
     finally:
