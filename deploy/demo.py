@@ -20,8 +20,9 @@ Steps, each printed as it runs:
    started it (deleting its data too if this run created it).
 
 Environment: ``DATA`` (CSV to train on and replay), ``KAFKA_BOOTSTRAP_SERVERS``,
-``DEMO_EVENTS``, ``DEMO_RATE``, ``DEMO_BACKLOG_EVENTS``, ``DEMO_TRAIN_ROWS``; each has a
-flag too (``--help``).
+``DEMO_EVENTS``, ``DEMO_RATE``, ``DEMO_BACKLOG_EVENTS``, ``DEMO_TRAIN_ROWS``,
+``DEMO_MODEL``, ``DEMO_OUT``, ``DEMO_RETRAIN=1``, ``DEMO_HOLD=1``; each has a flag
+too (``--help``), which wins over the variable.
 """
 
 from __future__ import annotations
@@ -741,6 +742,24 @@ def _env_number(name: str, default: float) -> float:
         raise DemoError(f"{name} must be a number, got {raw!r}") from exc
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def _env_flag(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise DemoError(f"{name} must be 1 or 0 (or true/false, yes/no), got {raw!r}")
+
+
+def _env_path(name: str, default: Path | None = None) -> Path | None:
+    raw = os.environ.get(name, "")
+    return Path(raw) if raw else default
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="demo.py", description="Run fraudstream end to end and judge its alerts."
@@ -748,14 +767,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data",
         type=Path,
-        default=Path(os.environ["DATA"]) if os.environ.get("DATA") else None,
+        default=_env_path("DATA"),
         help="CSV with the real data's columns to train on and replay (env DATA; "
         "default: synthetic rows)",
     )
     parser.add_argument(
         "--model",
         type=Path,
-        help="use this model directory instead of training one",
+        default=_env_path("DEMO_MODEL"),
+        help="use this model directory instead of training one (env DEMO_MODEL)",
     )
     parser.add_argument(
         "--events",
@@ -784,19 +804,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic training rows (env DEMO_TRAIN_ROWS; default: %(default)s)",
     )
     parser.add_argument(
-        "--retrain", action="store_true", help="train even if a matching model exists"
+        "--retrain",
+        action="store_true",
+        default=_env_flag("DEMO_RETRAIN"),
+        help="train even if a matching model exists (env DEMO_RETRAIN=1)",
     )
     parser.add_argument(
         "--out",
         type=Path,
-        default=ROOT / "out" / "demo",
-        help="model, labels and worker log go here (default: out/demo)",
+        default=_env_path("DEMO_OUT", ROOT / "out" / "demo"),
+        help="model, labels and worker log go here (env DEMO_OUT; default: out/demo)",
     )
     parser.add_argument(
         "--hold",
         action="store_true",
+        default=_env_flag("DEMO_HOLD"),
         help="after the summary, keep the worker running (metrics URL live) "
-        "until Ctrl-C",
+        "until Ctrl-C (env DEMO_HOLD=1)",
     )
     return parser
 

@@ -182,6 +182,30 @@ def test_throughput_is_given_only_for_a_drain_long_enough_to_time(
     assert expected in text
 
 
+def test_demo_only_flags_can_be_set_from_the_environment(demo, monkeypatch, tmp_path):
+    monkeypatch.setenv("DEMO_HOLD", "1")
+    monkeypatch.setenv("DEMO_RETRAIN", "yes")
+    monkeypatch.setenv("DEMO_MODEL", str(tmp_path / "model"))
+    monkeypatch.setenv("DEMO_OUT", str(tmp_path / "out"))
+
+    args = demo.build_parser().parse_args([])
+
+    assert args.hold and args.retrain
+    assert (args.model, args.out) == (tmp_path / "model", tmp_path / "out")
+
+
+def test_demo_flags_default_off_and_a_bad_flag_value_is_refused(demo, monkeypatch):
+    for name in ("DEMO_HOLD", "DEMO_RETRAIN", "DEMO_MODEL", "DEMO_OUT"):
+        monkeypatch.delenv(name, raising=False)
+    args = demo.build_parser().parse_args([])
+    assert not args.hold and not args.retrain and args.model is None
+    assert args.out == ROOT / "out" / "demo"
+
+    monkeypatch.setenv("DEMO_HOLD", "maybe")
+    with pytest.raises(demo.DemoError, match="DEMO_HOLD must be 1 or 0"):
+        demo.build_parser()
+
+
 class _FakeLauncher:
     def __init__(self) -> None:
         self.calls: list[str] = []
