@@ -41,6 +41,7 @@ from worker.errors import (
     FraudWorkerError,
     KafkaAuthError,
     KafkaFatalError,
+    KafkaTlsError,
 )
 from worker.metrics import Metrics
 from worker.model import Model
@@ -94,6 +95,10 @@ _MESSAGE_MAX_BYTES = 1_000_000
 _AUTH_CODES = frozenset(
     {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
 )
+# OpenSSL's reason when the broker's certificate does not verify (unknown CA, wrong
+# host, expired). librdkafka reports it as _SSL, the code of transient TLS failures
+# too, so only this text tells a setting that no retry can fix.
+_TLS_VERIFY_FAILED = "certificate verify failed"
 _FENCING_CODES = frozenset(
     {
         KafkaError._FENCED,
@@ -155,6 +160,7 @@ class Worker:
         self._revocations = 0
         self._fatal: KafkaError | None = None
         self._auth_error: KafkaError | None = None
+        self._tls_error: KafkaError | None = None
         self._watchdog = watchdog or Watchdog(_TXN_STALL_S)
         self._last_error_log = 0.0
         self._abort_log = _Throttle(_ERROR_LOG_INTERVAL_S)
@@ -683,6 +689,9 @@ class Worker:
         if err.code() in _AUTH_CODES:
             self._auth_error = err
             return
+        if err.code() == KafkaError._SSL and _TLS_VERIFY_FAILED in err.str():
+            self._tls_error = err
+            return
         if err.fatal():
             self._fatal = err
             logger.error("kafka fatal error: %s", err)
@@ -702,6 +711,13 @@ class Worker:
                 f"authentication refused ({self._auth_error.str()}); check "
                 "sasl.username, sasl.password and sasl.mechanism in --kafka-config "
                 "or -X (values are not logged)"
+            )
+        if self._tls_error is not None:
+            raise KafkaTlsError(
+                "expected the broker's TLS certificate to verify against the trusted "
+                f"CAs, found verification failed ({self._tls_error.str()}); set "
+                "ssl.ca.location in --kafka-config or -X to the CA file that signed "
+                "the broker's certificate (values are not logged)"
             )
         if self._fatal is not None and self._fatal.code() in _FENCING_CODES:
             raise FencedError(

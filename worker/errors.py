@@ -9,6 +9,7 @@ __all__ = [
     "FraudWorkerError",
     "KafkaAuthError",
     "KafkaFatalError",
+    "KafkaTlsError",
     "ModelLoadError",
     "SchemaMismatchError",
 ]
@@ -44,3 +45,7 @@ class FencedError(KafkaFatalError):
 
 class KafkaAuthError(ConfigError):
     """The broker refused this client's credentials; a retry cannot fix that."""
+
+
+class KafkaTlsError(ConfigError):
+    """The broker's TLS certificate failed verification; a retry cannot fix that."""

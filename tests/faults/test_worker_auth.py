@@ -1,5 +1,8 @@
 """SCRAM-SHA-512 over plaintext and TLS: right credentials work, wrong ones fail fast.
 
+So does a broker certificate the client cannot verify (no ssl.ca.location naming the
+broker's CA): a retry cannot fix it, so the worker exits 2 at once.
+
 The fault tests' private broker opens a SASL_PLAINTEXT and a SASL_SSL listener with
 one SCRAM user. Events go in and results are checked through its plaintext
 listener; the worker itself talks only to a secured one. Its password must appear
@@ -31,7 +34,9 @@ _EVENTS = 300
 _FAIL_FAST_S = 15.0
 
 
-def _client_settings(private: PrivateBroker, listener: str, password: str) -> str:
+def _client_settings(
+    private: PrivateBroker, listener: str, password: str, trust_ca: bool = True
+) -> str:
     lines = [
         # librdkafka's own debug output about the SASL exchange joins the log too.
         "debug=security",
@@ -40,10 +45,9 @@ def _client_settings(private: PrivateBroker, listener: str, password: str) -> st
         f"sasl.password={password}",
     ]
     if listener == "sasl-ssl":
-        lines += [
-            "security.protocol=SASL_SSL",
-            f"ssl.ca.location={private.broker.ca_file}",
-        ]
+        lines.append("security.protocol=SASL_SSL")
+        if trust_ca:
+            lines.append(f"ssl.ca.location={private.broker.ca_file}")
     else:
         lines.append("security.protocol=SASL_PLAINTEXT")
     return "\n".join(lines) + "\n"
@@ -62,6 +66,7 @@ def _argv(
     password: str,
     tmp_path: Path,
     guarantee: str = "at-least-once",
+    trust_ca: bool = True,
 ) -> tuple[list[str], dict[str, str]]:
     topics = {
         "input": unique("auth-in"),
@@ -71,7 +76,7 @@ def _argv(
     }
     create_topics(private.bootstrap, {name: 1 for name in topics.values()})
     settings = tmp_path / "kafka.properties"
-    settings.write_text(_client_settings(private, listener, password))
+    settings.write_text(_client_settings(private, listener, password, trust_ca))
     argv = kafkakit.worker_argv(
         _secured_bootstrap(private, listener),
         modelkit.write_model_dir(tmp_path / "model"),
@@ -157,3 +162,32 @@ def test_wrong_password_stops_the_worker_fast_and_names_the_setting(
     assert "authentication" in last_error.lower(), log
     assert "sasl.username" in last_error and "sasl.password" in last_error, log
     assert wrong not in log and private.password not in log
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+def test_unverifiable_broker_certificate_stops_the_worker_fast_and_names_the_ca(
+    private_broker, tmp_path, guarantee
+):
+    private = private_broker
+    # Without ssl.ca.location the client trusts only the system's CAs, and the
+    # private broker's certificate is signed by a CA of its own.
+    argv, _topics = _argv(
+        private, "sasl-ssl", private.password, tmp_path, guarantee, trust_ca=False
+    )
+
+    worker = WorkerProcess(argv, tmp_path / "worker.log")
+    try:
+        code = worker.wait(_FAIL_FAST_S)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        worker.stop()
+    log = worker.log()
+
+    assert code is not None, f"still running after {_FAIL_FAST_S} s:\n{log[-3000:]}"
+
+    assert code == 2, log
+    last_error = [line for line in log.splitlines() if " ERROR " in line][-1]
+    assert "certificate" in last_error.lower(), log
+    assert "ssl.ca.location" in last_error, log
+    assert private.password not in log

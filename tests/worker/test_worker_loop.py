@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from fakes import FakeConsumer, FakeMessage, FakeProducer
 from modelkit import event, feature_rows
 from prometheus_client import CollectorRegistry
 
 from worker.app import Worker
 from worker.config import load_settings
-from worker.errors import DeliveryError
+from worker.errors import DeliveryError, KafkaTlsError
 from worker.metrics import Metrics
 from worker.model import load_model
 
@@ -155,3 +155,28 @@ def test_failed_async_commit_is_sent_again(harness):
     worker.run()
 
     assert consumer.commits == [{(_TOPIC, 0): 2}, {(_TOPIC, 0): 2}]
+
+
+_HANDSHAKE = "ssl://127.0.0.1:9093/bootstrap: SSL handshake failed: "
+
+
+def test_unverifiable_broker_certificate_stops_the_loop_naming_the_ca_setting(
+    harness,
+):
+    worker, consumer, _, _ = harness
+    failure = KafkaError(
+        KafkaError._SSL,
+        _HANDSHAKE + "error:0A000086:SSL routines::certificate verify failed",
+    )
+    consumer.steps = [lambda: worker._on_error(failure)]
+
+    with pytest.raises(KafkaTlsError, match="ssl.ca.location .* not logged"):
+        worker.run()
+
+
+def test_tls_error_other_than_verification_is_retried(harness):
+    worker, consumer, _, _ = harness
+    dropped = KafkaError(KafkaError._SSL, _HANDSHAKE + "Disconnected")
+    consumer.steps = [lambda: worker._on_error(dropped), [], worker.stop]
+
+    assert worker.run() == 0
