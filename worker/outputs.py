@@ -36,6 +36,28 @@ def rfc3339_ms(epoch_s: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def _alert_record(
+    transaction_id: str,
+    score: float,
+    threshold: float,
+    model_version: str,
+    event_time: str,
+    scored_at: str,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> dict[str, object]:
+    return {
+        "transaction_id": transaction_id,
+        "score": score,
+        "threshold": threshold,
+        "model_version": model_version,
+        "event_time": event_time,
+        "scored_at": scored_at,
+        "source": {"topic": topic, "partition": partition, "offset": offset},
+    }
+
+
 def alert_value(
     transaction_id: str,
     score: float,
@@ -49,15 +71,17 @@ def alert_value(
 ) -> bytes:
     """Return the JSON value of an alert record."""
     return orjson.dumps(
-        {
-            "transaction_id": transaction_id,
-            "score": score,
-            "threshold": threshold,
-            "model_version": model_version,
-            "event_time": event_time,
-            "scored_at": scored_at,
-            "source": {"topic": topic, "partition": partition, "offset": offset},
-        }
+        _alert_record(
+            transaction_id,
+            score,
+            threshold,
+            model_version,
+            event_time,
+            scored_at,
+            topic,
+            partition,
+            offset,
+        )
     )
 
 
@@ -74,18 +98,19 @@ def score_value(
     is_alert: bool,
 ) -> bytes:
     """Return the JSON value of a score record (an alert plus ``is_alert``)."""
-    return orjson.dumps(
-        {
-            "transaction_id": transaction_id,
-            "score": score,
-            "threshold": threshold,
-            "model_version": model_version,
-            "event_time": event_time,
-            "scored_at": scored_at,
-            "source": {"topic": topic, "partition": partition, "offset": offset},
-            "is_alert": is_alert,
-        }
+    record = _alert_record(
+        transaction_id,
+        score,
+        threshold,
+        model_version,
+        event_time,
+        scored_at,
+        topic,
+        partition,
+        offset,
     )
+    record["is_alert"] = is_alert
+    return orjson.dumps(record)
 
 
 def dead_letter_headers(
