@@ -143,11 +143,17 @@ class ReplayResult:
     failed: int
     elapsed_s: float
     frauds: int | None
+    first_error: str | None = None
 
     @property
     def rate(self) -> float:
         """Events sent per second over the whole replay."""
         return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def undelivered(self) -> int:
+        """Events handed to the producer that the broker never acknowledged."""
+        return self.sent - self.delivered
 
 
 # --- sources -------------------------------------------------------------------------
@@ -640,7 +646,8 @@ def replay(
     if remaining:
         reports.failed += remaining
         reports.first_error = reports.first_error or (
-            f"{remaining} events still undelivered after {flush_timeout_s:.0f} s"
+            f"{remaining} events still queued for delivery {flush_timeout_s:.0f} s "
+            "after the last was sent"
         )
     if reports.failed:
         logger.error(
@@ -654,6 +661,7 @@ def replay(
         failed=reports.failed,
         elapsed_s=elapsed,
         frauds=frauds if source.has_labels else None,
+        first_error=reports.first_error,
     )
 
 
@@ -854,7 +862,17 @@ def _run(args: argparse.Namespace) -> int:
             f"in {args.labels_out}",
             file=sys.stderr,
         )
-    return 0 if result.failed == 0 and result.delivered == result.sent else 1
+    if result.failed or result.undelivered:
+        print(
+            f"fraud-replay: FAILED: {result.undelivered:,} of {result.sent:,} events "
+            f"were not delivered to {args.topic!r} (first error: "
+            f"{result.first_error or 'none reported'}); the topic holds only part "
+            "of the replay. Check the broker and replay again: rows keep their "
+            "transaction_id, so consumers can drop the repeats",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -413,3 +413,36 @@ def test_cli_reports_an_unreachable_broker_instead_of_hanging(monkeypatch, capsy
     # room for a machine so loaded that starting the client takes many seconds.
     assert time.monotonic() - started < _HANG_S
     assert "cannot reach Kafka at 127.0.0.1:1 within 1 s" in capsys.readouterr().err
+
+
+class _SilentProducer:
+    """Accepts every event and never delivers one, like a broker without a leader."""
+
+    def __init__(self, settings: dict[str, object]) -> None:
+        self.queued = 0
+
+    def list_topics(self, timeout: float) -> object:
+        return object()
+
+    def produce_batch(self, topic, messages, on_delivery=None) -> int:
+        self.queued += len(messages)
+        return len(messages)
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return self.queued
+
+
+def test_undelivered_events_fail_the_replay_with_their_count(monkeypatch, capsys):
+    import confluent_kafka
+
+    monkeypatch.setattr(confluent_kafka, "Producer", _SilentProducer)
+
+    code = replay.main(["--synthetic", "500", "--topic", "t", "--no-progress"])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "FAILED: 500 of 500 events were not delivered to 't'" in err
+    assert "500 events still queued for delivery" in err
