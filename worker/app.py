@@ -310,7 +310,16 @@ class Worker:
 
             # 2.-4. decode, score, produce
             if messages:
-                batch = self._process(messages)
+                try:
+                    batch = self._process(messages)
+                except _BatchAbandoned:
+                    # Not in the ledger, so no offset of it is committed.
+                    logger.warning(
+                        "stopped while librdkafka's queue was full; the last batch "
+                        "is left uncommitted for the next run count=%d",
+                        len(messages),
+                    )
+                    break
                 if batch is not None:
                     self._ledger.add(batch)
 
@@ -384,7 +393,11 @@ class Worker:
 
             # 2.-4. decode, score, produce inside a transaction
             self._call_txn(producer.begin_transaction)
-            batch = self._process(messages)
+            try:
+                batch = self._process(messages)
+            except _BatchAbandoned:
+                self._abandon_transaction(len(messages))
+                break
             if batch is None:
                 self._call_txn(producer.abort_transaction, _TXN_TIMEOUT_S)
                 continue
@@ -413,6 +426,21 @@ class Worker:
             if now >= next_lag:
                 self._update_lag()
                 next_lag = now + _LAG_INTERVAL_S
+
+    def _abandon_transaction(self, count: int) -> None:
+        """Abort the transaction of a batch that stop() cut short."""
+        logger.warning(
+            "stopped while librdkafka's queue was full; the last batch is aborted "
+            "and left for the next run count=%d",
+            count,
+        )
+        try:
+            self._call_txn(self._producer.abort_transaction, _TXN_TIMEOUT_S)
+        except (FraudWorkerError, _AbortableError) as exc:
+            # Nothing of the batch is committed either way: the broker aborts the
+            # open transaction after transaction.timeout.ms, or when the next run
+            # with this transactional id calls init_transactions.
+            logger.warning("abort of the last transaction failed: %s", exc)
 
     def _finish_transaction(self, batch: PendingBatch) -> None:
         offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
@@ -647,7 +675,13 @@ class Worker:
                     )
                 return
             except BufferError:
+                # The queue stays full while no broker answers; stop() and fatal
+                # errors must still end the wait, which would otherwise last until
+                # message.timeout.ms fails the queued records.
                 self._producer.poll(_QUEUE_FULL_WAIT_S)
+                self._raise_if_fatal()
+                if self._stopping:
+                    raise _BatchAbandoned from None
 
     # -- callbacks and housekeeping -------------------------------------------
 
@@ -879,6 +913,10 @@ class Worker:
 
 class _AbortableError(Exception):
     """A transaction failed in a way that an abort and a rewind recover from."""
+
+
+class _BatchAbandoned(Exception):
+    """stop() came while a batch's outputs waited for room in librdkafka's queue."""
 
 
 class _Throttle:

@@ -644,12 +644,6 @@ class _FullQueueProducer(FakeProducer):
         return 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="while librdkafka's queue stays full (broker unreachable) the produce "
-    "retry loop ignores stop(), so SIGTERM waits until message.timeout.ms fails "
-    "the queued records (5 minutes by default)",
-)
 def test_stop_ends_a_produce_retry_on_a_full_queue(model_dir, monkeypatch):
     monkeypatch.setattr("worker.app._QUEUE_FULL_WAIT_S", 0.0)
     consumer = FakeConsumer({})

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from worker.app import Worker
 from worker.config import load_settings
-from worker.errors import DeliveryError, KafkaTlsError
+from worker.errors import DeliveryError, KafkaFatalError, KafkaTlsError
 from worker.metrics import Metrics
 from worker.model import load_model
 
@@ -180,3 +180,96 @@ def test_tls_error_other_than_verification_is_retried(harness):
     consumer.steps = [lambda: worker._on_error(dropped), [], worker.stop]
 
     assert worker.run() == 0
+
+
+class _FullQueueTxnProducer(FakeProducer):
+    """A transactional producer whose queue never has room; records its calls."""
+
+    def __init__(self, config: dict, on_third_poll) -> None:
+        super().__init__(config)
+        self.calls: list[str] = []
+        self.polls = 0
+        self.on_third_poll = on_third_poll
+
+    def produce(self, topic, value, key, **kwargs) -> None:
+        raise BufferError("Local: Queue full")
+
+    def poll(self, _timeout: float = 0) -> int:
+        self.polls += 1
+        if self.polls == 3:
+            self.on_third_poll()
+        if self.polls > 200:
+            raise RuntimeError("still retrying a full queue")
+        return 0
+
+    def __getattr__(self, name: str):
+        if not name.endswith("_transaction") and name != "init_transactions":
+            raise AttributeError(name)
+        return lambda *_args: self.calls.append(name)
+
+
+def test_stop_on_a_full_queue_aborts_the_transaction_and_commits_nothing(
+    model_dir, monkeypatch
+):
+    monkeypatch.setattr("worker.app._QUEUE_FULL_WAIT_S", 0.0)
+    settings = load_settings(
+        [
+            "--model",
+            str(model_dir),
+            "--input-topic",
+            _TOPIC,
+            "--metrics-port",
+            "-1",
+            "--processing-guarantee",
+            "exactly-once",
+            "--instance-id",
+            "full",
+        ],
+        environ={},
+    )
+    consumer = FakeConsumer({})
+    producer = _FullQueueTxnProducer({}, on_third_poll=lambda: worker.stop())
+    worker = Worker(
+        settings,
+        load_model(model_dir),
+        Metrics(CollectorRegistry()),
+        consumer_factory=lambda config: consumer,
+        producer_factory=lambda config: producer,
+    )
+    consumer.steps = [lambda: _assign(worker, consumer, 0), _messages(0, 0, 3, 1)]
+
+    assert worker.run() == 0
+
+    assert producer.calls[-1] == "abort_transaction"
+    assert "send_offsets_to_transaction" not in producer.calls
+    assert "commit_transaction" not in producer.calls
+
+
+def test_fatal_error_on_a_full_queue_stops_the_loop_without_committing(
+    harness, monkeypatch
+):
+    monkeypatch.setattr("worker.app._QUEUE_FULL_WAIT_S", 0.0)
+    worker, consumer, producer, _ = harness
+    fatal = KafkaError(KafkaError._FATAL, "idempotence broken", fatal=True)
+    polls = []
+
+    def full(*_args, **_kwargs):
+        raise BufferError("Local: Queue full")
+
+    def poll(_timeout=0):
+        polls.append(_timeout)
+        if len(polls) == 3:
+            worker._on_error(fatal)
+        if len(polls) > 200:
+            raise RuntimeError("still retrying a full queue")
+        return 0
+
+    producer.produce = full
+    producer.poll = poll
+    consumer.steps = [lambda: _assign(worker, consumer, 0), _messages(0, 0, 3, 1)]
+
+    with pytest.raises(KafkaFatalError, match="idempotence broken"):
+        worker.run()
+
+    assert len(polls) == 3
+    assert all((_TOPIC, 0) not in c for c in consumer.commits)
