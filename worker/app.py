@@ -381,6 +381,13 @@ class Worker:
         wait_s = self.settings.max_batch_wait_ms / 1000.0
         next_lag = time.monotonic() + _LAG_INTERVAL_S
         while not self._stopping:
+            # Lag first, so that idle polls update it too and it falls to 0 once the
+            # worker has caught up.
+            now = time.monotonic()
+            if now >= next_lag:
+                self._update_lag()
+                next_lag = now + _LAG_INTERVAL_S
+
             # 1. poll a batch
             revocations = self._revocations
             messages = consumer.consume(size, wait_s)
@@ -422,10 +429,6 @@ class Worker:
             batch.done_at = time.time()
             self.metrics.commits.inc()
             self._observe_latency(batch)
-            now = time.monotonic()
-            if now >= next_lag:
-                self._update_lag()
-                next_lag = now + _LAG_INTERVAL_S
 
     def _abandon_transaction(self, count: int) -> None:
         """Abort the transaction of a batch that stop() cut short."""

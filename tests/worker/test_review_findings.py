@@ -561,11 +561,6 @@ class _WatermarkConsumer(FakeConsumer):
         return object()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exactly-once mode updates the lag gauge only after a committed "
-    "transaction, so an idle worker keeps reporting the lag it saw last",
-)
 def test_exactly_once_lag_gauge_drops_to_zero_once_idle(model_dir, monkeypatch):
     monkeypatch.setattr("worker.app._LAG_INTERVAL_S", 0.2)
     consumer = _WatermarkConsumer({})
