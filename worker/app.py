@@ -87,6 +87,9 @@ _ACK_POLL_S = 0.001
 _QUEUE_FULL_WAIT_S = 0.05
 # A consumer error repeated every poll would flood the log; repeat at most this often.
 _ERROR_LOG_INTERVAL_S = 10.0
+# Longest one blocking consume() call may take, so that stop() and fatal errors are
+# seen this soon even when max_batch_wait_ms is long (up to 60 s).
+_CONSUME_SLICE_S = 0.1
 # Longest time the broker may hold a fetch; see _consumer_config.
 _FETCH_WAIT_MAX_MS = 50
 # librdkafka's own default for message.max.bytes, which bounds every produced record.
@@ -291,7 +294,6 @@ class Worker:
     # -- at-least-once ---------------------------------------------------------
 
     def _run_at_least_once(self) -> None:
-        consumer = self._consumer
         producer = self._producer
         size = self.settings.max_batch_size
         wait_s = self.settings.max_batch_wait_ms / 1000.0
@@ -303,7 +305,7 @@ class Worker:
             # 1. poll a batch
             timeout = min(wait_s, _ACK_POLL_S) if ledger.pending else wait_s
             revocations = self._revocations
-            messages = consumer.consume(size, timeout)
+            messages = self._consume(size, timeout)
             self._raise_if_fatal()
             if self._revocations != revocations and messages:
                 messages = self._owned(messages)
@@ -345,6 +347,26 @@ class Worker:
                 self._update_lag()
                 next_lag = now + _LAG_INTERVAL_S
 
+    def _consume(self, size: int, timeout_s: float) -> list[Any]:
+        """Return up to ``size`` records that arrive within ``timeout_s``.
+
+        One batch, as one ``consume(size, timeout_s)`` call would return it, but
+        gathered in calls of at most ``_CONSUME_SLICE_S``: the batch ends when full or
+        when the wait is over, or early, with what it holds, once stop() is called.
+        """
+        consume = self._consumer.consume
+        if timeout_s <= _CONSUME_SLICE_S:
+            return consume(size, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        messages = consume(size, _CONSUME_SLICE_S)
+        while len(messages) < size and not self._stopping:
+            self._raise_if_fatal()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            messages.extend(consume(size - len(messages), min(left, _CONSUME_SLICE_S)))
+        return messages
+
     def _retire(self) -> None:
         for batch in self._ledger.collect():
             self._observe_latency(batch)
@@ -375,7 +397,6 @@ class Worker:
     # -- exactly-once ----------------------------------------------------------
 
     def _run_transactional(self) -> None:
-        consumer = self._consumer
         producer = self._producer
         size = self.settings.max_batch_size
         wait_s = self.settings.max_batch_wait_ms / 1000.0
@@ -390,7 +411,7 @@ class Worker:
 
             # 1. poll a batch
             revocations = self._revocations
-            messages = consumer.consume(size, wait_s)
+            messages = self._consume(size, wait_s)
             self._raise_if_fatal()
             if self._revocations != revocations and messages:
                 messages = self._owned(messages)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 
 import jsonschema
@@ -222,3 +223,28 @@ def test_refused_alert_stops_the_worker_before_committing_past_it(
     )
     assert run.sample("fraud_worker_produce_errors_total") == 1
     assert committed(kafka_bootstrap, group, source, 1) == [30]
+
+
+def test_stop_with_a_sixty_second_batch_wait_is_prompt_and_keeps_the_batch(
+    kafka_bootstrap, make_topic, model_dir
+):
+    source = make_topic(prefix="tx")
+    group = f"{source}-g"
+    produce(kafka_bootstrap, source, _events(feature_rows(5, seed=8), "slow"))
+    argv = worker_argv(
+        kafka_bootstrap, model_dir, source, group, max_batch_wait_ms=60000
+    )
+
+    with running_worker(argv) as run:
+        wait_for(lambda: run.worker.ready, 60, "partitions assigned")
+        # The five events reach the batch being gathered; it is not full, so only
+        # the 60 s wait or stop() ends it.
+        time.sleep(3)
+        asked = time.monotonic()
+        run.worker.stop()
+        run.thread.join(30)
+        took = time.monotonic() - asked
+
+    assert took < 5.0
+    assert run.outcome == {"code": 0}
+    assert committed(kafka_bootstrap, group, source, 1) == [5]

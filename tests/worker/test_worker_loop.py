@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import orjson
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
@@ -182,12 +185,24 @@ def test_tls_error_other_than_verification_is_retried(harness):
     assert worker.run() == 0
 
 
-class _FullQueueTxnProducer(FakeProducer):
-    """A transactional producer whose queue never has room; records its calls."""
+class _TxnProducer(FakeProducer):
+    """A transactional producer whose transaction calls succeed and are recorded."""
+
+    def __init__(self, config: dict) -> None:
+        super().__init__(config)
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str):
+        if not name.endswith("_transaction") and name != "init_transactions":
+            raise AttributeError(name)
+        return lambda *_args: self.calls.append(name)
+
+
+class _FullQueueTxnProducer(_TxnProducer):
+    """A transactional producer whose queue never has room."""
 
     def __init__(self, config: dict, on_third_poll) -> None:
         super().__init__(config)
-        self.calls: list[str] = []
         self.polls = 0
         self.on_third_poll = on_third_poll
 
@@ -201,11 +216,6 @@ class _FullQueueTxnProducer(FakeProducer):
         if self.polls > 200:
             raise RuntimeError("still retrying a full queue")
         return 0
-
-    def __getattr__(self, name: str):
-        if not name.endswith("_transaction") and name != "init_transactions":
-            raise AttributeError(name)
-        return lambda *_args: self.calls.append(name)
 
 
 def test_stop_on_a_full_queue_aborts_the_transaction_and_commits_nothing(
@@ -273,3 +283,115 @@ def test_fatal_error_on_a_full_queue_stops_the_loop_without_committing(
 
     assert len(polls) == 3
     assert all((_TOPIC, 0) not in c for c in consumer.commits)
+
+
+class _IdleConsumer(FakeConsumer):
+    """Idle like librdkafka on a quiet topic once its steps are played.
+
+    Each call then blocks for its timeout (at most 10 s) and returns nothing.
+    """
+
+    def consume(self, num_messages: int, timeout: float) -> list:
+        if self.steps:
+            return super().consume(num_messages, timeout)
+        time.sleep(min(timeout, 10.0))
+        return []
+
+
+def _threaded_worker(model_dir, consumer, producer, *flags):
+    settings = load_settings(
+        ["--model", str(model_dir), "--input-topic", _TOPIC, "--metrics-port", "-1"]
+        + list(flags),
+        environ={},
+    )
+    registry = CollectorRegistry()
+    worker = Worker(
+        settings,
+        load_model(model_dir),
+        Metrics(registry),
+        consumer_factory=lambda config: consumer,
+        producer_factory=lambda config: producer,
+    )
+    outcome: dict = {}
+    thread = threading.Thread(
+        target=lambda: outcome.setdefault("code", worker.run()), daemon=True
+    )
+    return worker, registry, thread, outcome
+
+
+@pytest.mark.parametrize(
+    "guarantee", ["at-least-once", "exactly-once"], ids=["at_least_once", "eos"]
+)
+def test_stop_is_prompt_with_a_sixty_second_batch_wait(model_dir, guarantee):
+    consumer = _IdleConsumer({})
+    worker, _, thread, outcome = _threaded_worker(
+        model_dir,
+        consumer,
+        _TxnProducer({}),
+        "--max-batch-wait-ms",
+        "60000",
+        "--processing-guarantee",
+        guarantee,
+        "--instance-id",
+        "slow",
+    )
+    consumer.steps = [lambda: _assign(worker, consumer, 0)]
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not worker.ready and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+
+    asked = time.monotonic()
+    worker.stop()
+    thread.join(30)
+
+    assert not thread.is_alive()
+    assert time.monotonic() - asked < 3.0
+    assert outcome == {"code": 0}
+
+
+def test_records_arriving_across_consume_calls_fill_one_batch(model_dir):
+    consumer = _IdleConsumer({})
+    worker, registry, thread, outcome = _threaded_worker(
+        model_dir,
+        consumer,
+        FakeProducer({}),
+        "--max-batch-wait-ms",
+        "60000",
+        "--max-batch-size",
+        "4",
+    )
+    consumer.steps = [
+        lambda: _assign(worker, consumer, 0),
+        *([m] for m in _messages(0, 0, 4)),
+        worker.stop,
+    ]
+
+    thread.start()
+    thread.join(30)
+
+    assert outcome == {"code": 0}
+    assert registry.get_sample_value("fraud_worker_batches_total") == 1
+    assert registry.get_sample_value("fraud_worker_batch_size_events_sum") == 4
+    assert consumer.commits[-1] == {(_TOPIC, 0): 4}
+
+
+def test_batch_short_of_its_size_is_scored_when_the_wait_is_over(model_dir):
+    consumer = _IdleConsumer({})
+    worker, registry, thread, _ = _threaded_worker(
+        model_dir, consumer, FakeProducer({}), "--max-batch-wait-ms", "1000"
+    )
+    consumer.steps = [lambda: _assign(worker, consumer, 0), _messages(0, 0, 1)]
+
+    started = time.monotonic()
+    thread.start()
+    while registry.get_sample_value("fraud_worker_batches_total") == 0:
+        assert time.monotonic() - started < 10, "the batch was never scored"
+        time.sleep(0.01)
+    scored_after = time.monotonic() - started
+    worker.stop()
+    thread.join(30)
+
+    assert scored_after >= 0.9
+    assert registry.get_sample_value("fraud_worker_events_consumed_total") == 1
