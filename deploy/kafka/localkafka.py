@@ -447,10 +447,22 @@ def _classpath(libs: Path) -> str:
     return os.pathsep.join(str(jar) for jar in sorted(libs.glob("*.jar")))
 
 
+def _new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes in URL-safe base64, like Kafka's own tool.
+
+    The storage tool's argument parser reads an id starting with "-" as an option and
+    fails, so such ids (one in 32) are drawn again.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format_storage(java: str, broker: Broker, props: Path, log4j: Path) -> None:
     if (broker.data_dir / "meta.properties").exists():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = _new_cluster_id()
     result = subprocess.run(
         [
             java,

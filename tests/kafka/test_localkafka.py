@@ -135,3 +135,13 @@ def test_malformed_scram_users_are_rejected_with_the_expected_format(
     monkeypatch.setenv("KAFKA_SCRAM_USERS", "alice")
     with pytest.raises(launcher.LauncherError, match="user=password pairs"):
         launcher.Broker.from_env()
+
+
+def test_cluster_ids_never_start_with_a_dash(launcher, monkeypatch):
+    # One id in 32 starts with "-", which the storage tool's parser takes for an option.
+    ids = iter([b"\xfb" + bytes(15), b"\x00" * 16])
+    monkeypatch.setattr(
+        launcher.uuid, "uuid4", lambda: type("U", (), {"bytes": next(ids)})()
+    )
+    cluster_id = launcher._new_cluster_id()
+    assert cluster_id == "AAAAAAAAAAAAAAAAAAAAAA"
