@@ -168,7 +168,10 @@ class Worker:
         self._last_error_log = 0.0
         self._abort_log = _Throttle(_ERROR_LOG_INTERVAL_S)
         self._commit_log = _Throttle(_ERROR_LOG_INTERVAL_S)
-        self._kafka_logger = logging.getLogger("worker.kafka")
+        self._unreachable_log = _Throttle(_ERROR_LOG_INTERVAL_S)
+        self._kafka_log = _LibrdkafkaLog(
+            logging.getLogger("worker.kafka"), _ERROR_LOG_INTERVAL_S
+        )
         secrets = secret_values(settings.kafka)
         self._redactor = Redactor(secrets)
         _LOG_REDACTOR.add(secrets)
@@ -754,6 +757,18 @@ class Worker:
             self._fatal = err
             logger.error("kafka fatal error: %s", err)
             return
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            held = self._unreachable_log.allow()
+            if held is not None:
+                logger.warning(
+                    "cannot reach Kafka at %s (%s); is a broker running there? For "
+                    "the local broker: make kafka-up. The client keeps retrying "
+                    "(repeats not logged=%d)",
+                    self.settings.bootstrap_servers,
+                    err.str(),
+                    held,
+                )
+            return
         self._warn_throttled("kafka error (the client retries): %s", err)
 
     def _warn_throttled(self, message: str, *args: Any) -> None:
@@ -910,7 +925,7 @@ class Worker:
                 "enable.auto.offset.store": False,
                 "on_commit": self._on_commit,
                 "error_cb": self._on_error,
-                "logger": self._kafka_logger,
+                "logger": self._kafka_log,
             }
         )
         return config
@@ -927,7 +942,7 @@ class Worker:
                 "enable.idempotence": True,
                 "acks": "all",
                 "error_cb": self._on_error,
-                "logger": self._kafka_logger,
+                "logger": self._kafka_log,
             }
         )
         if self.exactly_once:
@@ -961,3 +976,35 @@ class _Throttle:
             return None
         held, self._held, self._last = self._held, 0, now
         return held
+
+
+class _LibrdkafkaLog:
+    """librdkafka's log callback: each kind of line passes at most once per interval.
+
+    While no broker answers, librdkafka logs a failed connect at every retry, about 20
+    lines a second per client. A kind is the facility (``FAIL``, ...) and the client
+    thread that logged it, which names the broker; the line that passes after held
+    back ones says how many. Debug lines, which ``-X debug=...`` asks for, all pass.
+    """
+
+    def __init__(self, target: logging.Logger, interval_s: float) -> None:
+        self._target = target
+        self._interval_s = interval_s
+        self._throttles: dict[tuple[str, str], _Throttle] = {}
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        """Take one line, called as ``log(level, fmt, facility, client, text)``."""
+        if level <= logging.DEBUG or len(args) != 3:
+            self._target.log(level, msg, *args)
+            return
+        text = str(args[2])
+        thread = text[6 : text.find("]")] if text.startswith("[thrd:") else ""
+        key = (str(args[0]), thread)
+        throttle = self._throttles.get(key)
+        if throttle is None:
+            throttle = self._throttles[key] = _Throttle(self._interval_s)
+        held = throttle.allow()
+        if held:
+            self._target.log(level, msg + " (similar lines not logged=%d)", *args, held)
+        elif held is not None:
+            self._target.log(level, msg, *args)
