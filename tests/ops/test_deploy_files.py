@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from worker import app as worker_app
 from worker.config import build_parser, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,6 +213,14 @@ def test_deployment_probes_and_port_match_the_worker_and_its_image():
     )
     assert "USER 10001" in (DOCKER / "worker.Dockerfile").read_text()
     assert pod["spec"]["securityContext"]["runAsUser"] == 10001
+
+
+def test_deployment_grace_period_outlasts_the_workers_longest_graceful_stop():
+    pod = _k8s("Deployment")["spec"]["template"]["spec"]
+    longest_stop_s = worker_app._FLUSH_TIMEOUT_S + worker_app._CLOSE_TIMEOUT_S
+
+    # The margin covers the batch in flight and the last, synchronous commit.
+    assert pod["terminationGracePeriodSeconds"] >= longest_stop_s + 10
 
 
 def test_service_selects_the_worker_pods():
