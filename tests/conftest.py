@@ -23,6 +23,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 ROOT = Path(__file__).resolve().parent.parent
 # The real credit-card subset is shared reference data kept beside the checkout, never
@@ -52,7 +53,7 @@ def _load_launcher() -> ModuleType:
 
 def _docker_answers() -> bool:
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker
 
         docker.from_env(timeout=2).ping()
     except Exception:
@@ -98,14 +99,13 @@ def local_launcher() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def kafka_admin(kafka_bootstrap: str):  # type: ignore[no-untyped-def]
-    from confluent_kafka.admin import AdminClient
+def kafka_admin(kafka_bootstrap: str) -> AdminClient:
 
     return AdminClient({"bootstrap.servers": kafka_bootstrap})
 
 
 @pytest.fixture
-def make_topic(kafka_admin) -> Iterator[Callable[..., str]]:  # type: ignore[no-untyped-def]
+def make_topic(kafka_admin: AdminClient) -> Iterator[Callable[..., str]]:
     """Return a function that creates a uniquely named topic and returns its name.
 
     Topics created through it are deleted when the test ends.
