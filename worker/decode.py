@@ -34,7 +34,7 @@ import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, cast, get_args
 
 import msgspec
 import numpy as np
@@ -62,16 +62,7 @@ Reason = Literal[
     "too_large",
     "empty",
 ]
-REASONS: tuple[Reason, ...] = (
-    "not_utf8",
-    "not_json",
-    "not_object",
-    "missing_field",
-    "wrong_type",
-    "not_finite",
-    "too_large",
-    "empty",
-)
+REASONS: tuple[Reason, ...] = get_args(Reason)
 
 # RFC 3339 date-time: date, 'T', time with optional fraction, then Z or an offset.
 _RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
