@@ -52,6 +52,7 @@ def _serve(settings: Settings) -> int:
             settings.metrics_port,
             registry,
             lambda: worker.ready,
+            worker.liveness.problem,
         )
         server.start()
 

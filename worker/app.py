@@ -43,6 +43,7 @@ from worker.errors import (
     KafkaFatalError,
     KafkaTlsError,
 )
+from worker.liveness import STATS_INTERVAL_MS, GroupLiveness, stats_interval_ms
 from worker.metrics import Metrics
 from worker.model import Model
 from worker.offsets import OffsetLedger, PendingBatch, TopicPartitionKey
@@ -172,6 +173,7 @@ class Worker:
         self._kafka_log = _LibrdkafkaLog(
             logging.getLogger("worker.kafka"), _ERROR_LOG_INTERVAL_S
         )
+        self.liveness = self._make_liveness()
         secrets = secret_values(settings.kafka)
         self._redactor = Redactor(secrets)
         _LOG_REDACTOR.add(secrets)
@@ -905,6 +907,19 @@ class Worker:
 
     # -- client settings -------------------------------------------------------
 
+    def _make_liveness(self) -> GroupLiveness:
+        limit_s = self.settings.unhealthy_after_s
+        interval_ms = stats_interval_ms(self.settings.client_config("consumer"))
+        if limit_s and interval_ms == 0:
+            logger.warning(
+                "group liveness check off: it needs librdkafka statistics, found "
+                "statistics.interval.ms=0 in -X or --kafka-config; remove that "
+                "setting to turn the check on (--unhealthy-after-s %d)",
+                limit_s,
+            )
+            limit_s = 0
+        return GroupLiveness(limit_s)
+
     def _consumer_config(self) -> dict[str, Any]:
         settings = self.settings
         config: dict[str, Any] = {
@@ -915,6 +930,7 @@ class Worker:
             # the first events after an idle spell. 50 ms costs a few idle fetches.
             "fetch.wait.max.ms": _FETCH_WAIT_MAX_MS,
             "client.id": "fraud-worker",
+            "statistics.interval.ms": STATS_INTERVAL_MS,
         }
         config.update(settings.client_config("consumer"))
         config.update(
@@ -925,6 +941,7 @@ class Worker:
                 "enable.auto.offset.store": False,
                 "on_commit": self._on_commit,
                 "error_cb": self._on_error,
+                "stats_cb": self.liveness.on_stats,
                 "logger": self._kafka_log,
             }
         )

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from worker.errors import ConfigError
+from worker.liveness import stats_interval_ms
 
 __all__ = [
     "Guarantee",
@@ -108,6 +109,10 @@ _OPTIONS: tuple[_Option, ...] = (
             "exactly-once: stable id of this instance; default: the host name"),
     _Option("kafka_config", ("--kafka-config",), ("FRAUD_KAFKA_CONFIG",), None,
             "file of librdkafka settings, one key=value a line"),
+    _Option("unhealthy_after_s", ("--unhealthy-after-s",),
+            ("FRAUD_UNHEALTHY_AFTER_S",), "300",
+            "/healthz answers 503 once the consumer group has not been steady for "
+            "this many seconds; 0 turns the check off"),
     _Option("log_level", ("--log-level",), ("FRAUD_LOG_LEVEL",), "INFO",
             "DEBUG, INFO, WARNING or ERROR"),
 )  # fmt: skip
@@ -135,6 +140,7 @@ class Settings:
     metrics_port: int
     processing_guarantee: Guarantee
     instance_id: str
+    unhealthy_after_s: int
     log_level: str
     kafka: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -363,7 +369,7 @@ def load_settings(
                 f"--{name.replace('_', '-')} to another topic"
             )
 
-    return Settings(
+    settings = Settings(
         model_dir=Path(str(raw["model"])),
         bootstrap_servers=str(raw["bootstrap_servers"]),
         group_id=str(raw["group_id"]),
@@ -386,6 +392,27 @@ def load_settings(
         metrics_port=_integer("metrics_port", raw["metrics_port"], -1, 65_535),
         processing_guarantee=guarantee,
         instance_id=str(raw["instance_id"] or socket.gethostname()),
+        unhealthy_after_s=_integer(
+            "unhealthy_after_s", raw["unhealthy_after_s"], 0, 7 * 86_400
+        ),
         log_level=level,
         kafka=_kafka_settings(raw["kafka_config"], args.kafka_overrides),
     )
+    _check_liveness(settings)
+    return settings
+
+
+def _check_liveness(settings: Settings) -> None:
+    interval_ms = stats_interval_ms(settings.client_config("consumer"))
+    if settings.unhealthy_after_s == 0 or not interval_ms or interval_ms < 0:
+        return
+    # The group state is only known at each statistics interval; a limit shorter
+    # than two of them would turn a worker unhealthy between two steady reports.
+    if settings.unhealthy_after_s * 1000 < 2 * interval_ms:
+        raise ConfigError(
+            f"unhealthy_after_s: expected at least two statistics intervals "
+            f"({2 * interval_ms / 1000:g} s with statistics.interval.ms="
+            f"{interval_ms}), found {settings.unhealthy_after_s}; raise "
+            "--unhealthy-after-s, lower -X statistics.interval.ms, or set "
+            "--unhealthy-after-s 0 to turn the check off"
+        )

@@ -25,6 +25,8 @@ class MetricsServer:
         port: TCP port; 0 lets the kernel pick one (read it back from ``port``).
         registry: the registry to expose on ``/metrics``.
         is_ready: answers ``/readyz``: 200 when true, 503 otherwise.
+        health_problem: answers ``/healthz``: 200 when it returns None, else 503 with
+            the one-line reason it returns; by default always 200.
 
     Raises:
         ConfigError: ``host`` does not resolve or ``host:port`` cannot be bound.
@@ -36,8 +38,9 @@ class MetricsServer:
         port: int,
         registry: CollectorRegistry,
         is_ready: Callable[[], bool],
+        health_problem: Callable[[], str | None] | None = None,
     ) -> None:
-        handler = _make_handler(registry, is_ready)
+        handler = _make_handler(registry, is_ready, health_problem or _no_problem)
         try:
             family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
             server_type = type(
@@ -71,8 +74,14 @@ class MetricsServer:
         self._server.server_close()
 
 
+def _no_problem() -> str | None:
+    return None
+
+
 def _make_handler(
-    registry: CollectorRegistry, is_ready: Callable[[], bool]
+    registry: CollectorRegistry,
+    is_ready: Callable[[], bool],
+    health_problem: Callable[[], str | None],
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - name fixed by http.server
@@ -80,7 +89,12 @@ def _make_handler(
             if path == "/metrics":
                 self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
-                self._reply(200, b"ok\n", "text/plain")
+                problem = health_problem()
+                if problem is None:
+                    self._reply(200, b"ok\n", "text/plain")
+                else:
+                    body = f"unhealthy: {problem}\n".encode()
+                    self._reply(503, body, "text/plain; charset=utf-8")
             elif path == "/readyz":
                 ready = is_ready()
                 body = b"ready\n" if ready else b"not ready\n"
