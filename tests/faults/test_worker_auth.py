@@ -93,6 +93,25 @@ def _argv(
     return argv, topics
 
 
+def _refused_at_start(argv: list[str], tmp_path: Path) -> tuple[str, str]:
+    """Run a worker that must exit 2 within the fail-fast limit.
+
+    Returns its last ERROR line and its whole log.
+    """
+    worker = WorkerProcess(argv, tmp_path / "worker.log")
+    try:
+        code = worker.wait(_FAIL_FAST_S)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        worker.stop()
+    log = worker.log()
+
+    assert code is not None, f"still running after {_FAIL_FAST_S} s:\n{log[-3000:]}"
+    assert code == 2, log
+    return [line for line in log.splitlines() if " ERROR " in line][-1], log
+
+
 @pytest.mark.parametrize("listener", ["sasl-plaintext", "sasl-ssl"])
 def test_right_scram_credentials_let_the_worker_score_events(
     private_broker, tmp_path, listener
@@ -146,19 +165,7 @@ def test_wrong_password_stops_the_worker_fast_and_names_the_setting(
     wrong = "pw-wrong-" + private.password[-8:]
     argv, _topics = _argv(private, listener, wrong, tmp_path, guarantee)
 
-    worker = WorkerProcess(argv, tmp_path / "worker.log")
-    try:
-        code = worker.wait(_FAIL_FAST_S)
-    except subprocess.TimeoutExpired:
-        code = None
-    finally:
-        worker.stop()
-    log = worker.log()
-
-    assert code is not None, f"still running after {_FAIL_FAST_S} s:\n{log[-3000:]}"
-
-    assert code == 2, log
-    last_error = [line for line in log.splitlines() if " ERROR " in line][-1]
+    last_error, log = _refused_at_start(argv, tmp_path)
     assert "authentication" in last_error.lower(), log
     assert "sasl.username" in last_error and "sasl.password" in last_error, log
     assert wrong not in log and private.password not in log
@@ -175,19 +182,7 @@ def test_unverifiable_broker_certificate_stops_the_worker_fast_and_names_the_ca(
         private, "sasl-ssl", private.password, tmp_path, guarantee, trust_ca=False
     )
 
-    worker = WorkerProcess(argv, tmp_path / "worker.log")
-    try:
-        code = worker.wait(_FAIL_FAST_S)
-    except subprocess.TimeoutExpired:
-        code = None
-    finally:
-        worker.stop()
-    log = worker.log()
-
-    assert code is not None, f"still running after {_FAIL_FAST_S} s:\n{log[-3000:]}"
-
-    assert code == 2, log
-    last_error = [line for line in log.splitlines() if " ERROR " in line][-1]
+    last_error, log = _refused_at_start(argv, tmp_path)
     assert "certificate" in last_error.lower(), log
     assert "ssl.ca.location" in last_error, log
     assert private.password not in log
